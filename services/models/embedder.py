@@ -40,7 +40,7 @@ class EmbedderModel:
 
     @property
     def dimensions(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        return int(self._model.get_embedding_dimension())
 
     @property
     def max_seq_length(self) -> int:

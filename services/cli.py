@@ -1,0 +1,83 @@
+"""Command line: ``python -m services.cli run|prepare|check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from services.config import ConfigError, get_settings, load_serve_config
+
+
+def _run(config_path: Path) -> int:
+    from services import runner
+
+    settings = get_settings()
+    started = time.monotonic()
+    print(f"raydio: preparing models in {settings.cache_dir} (first run trains digits and converts chat) ...", flush=True)
+    runner.prepare_models(settings)
+    print("raydio: starting Ray and Serve ...", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner.start_ray(settings)
+    try:
+        config = runner.deploy(config_path)
+        url = runner.base_url(config)
+        runner.wait_ready(url)
+        elapsed = time.monotonic() - started
+        print(f"""
+raydio is ready after {elapsed:.0f}s ({config_path})
+
+  index         {url}/
+  API docs      {url}/docs
+  health        {url}/health/ready
+  OpenAI API    {url}/v1  (models: embedder, digits, chat)
+  chat UI       {url}/ui/chat/
+  digits UI     {url}/ui/digits/
+  embeddings UI {url}/ui/embeddings/
+
+Press Ctrl-C to stop every process this started.
+""", flush=True)
+        stop.wait()
+    finally:
+        print("raydio: shutting down Serve and Ray ...", flush=True)
+        runner.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="raydio", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="Start Ray and Serve with a config file and serve until Ctrl-C.")
+    check = sub.add_parser("check-config", help="Validate a Serve config file and exit.")
+    for p in (run, check):
+        p.add_argument("--config", type=Path, default=None, help="Serve config (default: RAYDIO_SERVE_CONFIG).")
+    sub.add_parser("prepare", help="Train/convert and cache the models (for images and CI).")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config_path = getattr(args, "config", None) or settings.serve_config
+    try:
+        if args.command in ("run", "check-config"):
+            load_serve_config(config_path)
+        if args.command == "check-config":
+            print(f"{config_path}: OK")
+            return 0
+        if args.command == "prepare":
+            from services.runner import prepare_models
+
+            prepare_models(settings)
+            return 0
+        return _run(config_path)
+    except ConfigError as exc:
+        print(f"raydio: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Configuration: process-level ``Settings`` from the environment, typed ``*Args`` for the Serve app builders.
+
+Hand-written configuration forbids unknown keys, so a typo is an error that names the key
+instead of a default silently taking its place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_NAMES = ("embedder", "digits", "chat")
+
+
+class Settings(BaseSettings):
+    """Process-level knobs, read from ``RAYDIO_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAYDIO_", env_nested_delimiter="__", env_file=".env", extra="forbid",
+        secrets_dir=None,
+    )
+
+    serve_config: Path = Field(Path("configs/serve/local.yaml"), description="Serve config file that `make run` deploys.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "raydio",
+        description="Where trained and converted model files are cached (digits checkpoint, chat safetensors).",
+    )
+    device: str = Field("auto", description="Torch device for every model: auto (cuda when present), cpu or cuda.")
+    ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
+    num_cpus: int | None = Field(None, description="CPUs a local Ray cluster may use; unset means all.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of raydio's loggers.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoscalingArgs(StrictModel):
+    """A subset of Serve's ``autoscaling_config`` that raydio documents and tests."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas kept, even when idle.")
+    max_replicas: int = Field(1, ge=1, description="Most replicas autoscaling may start.")
+    target_ongoing_requests: float = Field(
+        8, gt=0, description="Requests in flight per replica that autoscaling aims for."
+    )
+    upscale_delay_s: float = Field(3.0, ge=0, description="How long load must stay high before adding replicas.")
+    downscale_delay_s: float = Field(30.0, ge=0, description="How long load must stay low before removing replicas.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingArgs":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"Got max_replicas={self.max_replicas} and min_replicas={self.min_replicas}. "
+                "max_replicas must be at least min_replicas."
+            )
+        return self
+
+
+class DeploymentArgs(StrictModel):
+    """Serve options shared by every deployment raydio builds."""
+
+    autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs, description="Replica autoscaling.")
+    num_cpus: float = Field(0.25, ge=0, description="CPUs each replica reserves in Ray (not a hard limit).")
+    num_gpus: float = Field(0, ge=0, description="GPUs each replica reserves; fractions share one GPU.")
+    max_ongoing_requests: int = Field(32, ge=1, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests waiting per caller before Serve rejects with back-pressure (503); -1 is unbounded."
+    )
+    health_check_period_s: float = Field(10.0, gt=0, description="Seconds between replica health checks.")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="Seconds a health check may take.")
+
+    def serve_options(self) -> dict[str, Any]:
+        return {
+            "autoscaling_config": self.autoscaling.model_dump(),
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+        }
+
+
+class BatchingArgs(StrictModel):
+    """Dynamic batching knobs; applied at runtime through ``user_config`` without restarting replicas."""
+
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most requests merged into one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, le=1, description="How long the first request of a batch waits for others."
+    )
+
+
+class EmbedderArgs(DeploymentArgs):
+    batching: BatchingArgs = Field(default_factory=BatchingArgs)
+
+
+class DigitsArgs(DeploymentArgs):
+    batching: BatchingArgs = Field(default_factory=lambda: BatchingArgs(max_batch_size=64))
+    seed: int = Field(0, description="Seed of the one-time training run; part of the cached checkpoint's identity.")
+
+
+class ChatArgs(DeploymentArgs):
+    max_ongoing_requests: int = Field(4, ge=1, description="Generations one replica interleaves.")
+    max_queued_requests: int = Field(16, ge=-1, description="Generations waiting per caller before a 503.")
+
+
+class LimitsArgs(StrictModel):
+    """Bounds on what one request may ask for; beyond them the client gets a 4xx that says which."""
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_embedding_inputs: int = Field(256, ge=1, description="Most strings in one embeddings request.")
+    max_embedding_tokens: int = Field(256, ge=8, description="Most tokens in one string to embed (the model's window).")
+    max_digit_images: int = Field(256, ge=1, description="Most pixel grids in one digits request.")
+    max_image_pixels: int = Field(16_000_000, ge=64, description="Largest uploaded image, in pixels.")
+    max_prompt_tokens: int = Field(2048, ge=16, description="Most prompt tokens in one chat request.")
+    max_completion_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat request may ask for.")
+    max_messages: int = Field(64, ge=1, description="Most messages in one chat request.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take before a 504.")
+
+
+class IngressArgs(DeploymentArgs):
+    max_ongoing_requests: int = Field(128, ge=1, description="Requests the ingress replica works on at once.")
+    max_queued_requests: int = Field(512, ge=-1)
+    limits: LimitsArgs = Field(default_factory=LimitsArgs)
+    mount_ui: bool = Field(True, description="Mount the Gradio UIs under /ui/<name>.")
+
+
+class RaydioAppArgs(StrictModel):
+    """``args`` of ``services.app:build_app`` in a Serve config file."""
+
+    device: str = Field("auto", description="Torch device for every model replica: auto, cpu or cuda.")
+    ingress: IngressArgs = Field(default_factory=IngressArgs)
+    embedder: EmbedderArgs = Field(default_factory=EmbedderArgs)
+    digits: DigitsArgs = Field(default_factory=DigitsArgs)
+    chat: ChatArgs = Field(default_factory=ChatArgs)
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message says where and why."""
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - {where}: unknown key. Check its spelling against the documented fields.")
+        else:
+            lines.append(f"  - {where}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_serve_config(path: Path) -> dict[str, Any]:
+    """Read a Serve config file and validate it with Ray's schema and each raydio app's args."""
+    from ray.serve.schema import ServeDeploySchema
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'applications', got {type(raw).__name__}.")
+    try:
+        schema = ServeDeploySchema.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from exc
+    except Exception as exc:  # ray's schema may use pydantic v1 under the hood
+        raise ConfigError(f"{path}: {exc}") from exc
+    for i, app in enumerate(schema.applications):
+        if app.import_path == "services.app:build_app":
+            try:
+                RaydioAppArgs.model_validate(app.args or {})
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, f"{path}: applications[{i}].args")) from exc
+    return raw

@@ -1,0 +1,86 @@
+"""Digits deployment: requests are stacks of 8x8 grids, classified together by ``@serve.batch``."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from ray import serve
+
+from services.config import BatchingArgs, LimitsArgs
+from services.errors import InputTooLarge, InvalidInput
+from services.models.digits import GRID, MAX_INK, DigitsModel, image_to_grid
+
+
+@serve.deployment(name="digits")
+class DigitsDeployment:
+    def __init__(self, cache_dir: str, device: str = "auto", seed: int = 0, limits: dict | None = None) -> None:
+        self.limits = LimitsArgs.model_validate(limits or {})
+        self.model = DigitsModel(Path(cache_dir), device, seed).load()
+        self.batch_sizes: Counter[int] = Counter()
+
+    def reconfigure(self, user_config: dict) -> None:
+        batching = BatchingArgs.model_validate(user_config)
+        self._classify_batch.set_max_batch_size(batching.max_batch_size)
+        self._classify_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    async def classify(self, grids: np.ndarray) -> list[list[float]]:
+        """``grids``: (n, 8, 8) ink in [0, 16] → class probabilities per grid."""
+        grids = np.asarray(grids, dtype=np.float32)
+        if grids.ndim != 3 or grids.shape[1:] != (GRID, GRID) or len(grids) == 0:
+            raise InvalidInput(f"Expected a non-empty stack of {GRID}x{GRID} grids, got shape {list(grids.shape)}.", "pixels")
+        if len(grids) > self.limits.max_digit_images:
+            raise InputTooLarge(f"Got {len(grids)} images. At most {self.limits.max_digit_images} per request.", "pixels")
+        if not np.isfinite(grids).all() or grids.min() < 0 or grids.max() > MAX_INK:
+            raise InvalidInput(f"Pixel values must be finite numbers between 0 and {MAX_INK:g}.", "pixels")
+        return await self._classify_batch(grids)
+
+    async def classify_image(self, data: bytes) -> dict:
+        """Decode an uploaded PNG/JPEG, scale it like scikit-learn's digits and classify it."""
+        grid = await asyncio.to_thread(self._decode, data)
+        return {"pixels": grid.tolist(), "probabilities": (await self.classify(grid[None]))[0]}
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        if not data:
+            raise InvalidInput("The uploaded image is empty.", "file")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > self.limits.max_image_pixels:
+                    raise InputTooLarge(
+                        f"The image is {image.width}x{image.height} pixels. At most "
+                        f"{self.limits.max_image_pixels} pixels are accepted.", "file"
+                    )
+                image.load()
+                return image_to_grid(image)
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise InvalidInput(f"The upload is not a readable PNG or JPEG image ({exc.__class__.__name__}).", "file") from exc
+        except ValueError as exc:
+            raise InvalidInput(str(exc), "file") from exc
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _classify_batch(self, requests: list[np.ndarray]) -> list[list[list[float]]]:
+        self.batch_sizes[len(requests)] += 1
+        probabilities = (await asyncio.to_thread(self.model.predict, np.concatenate(requests))).tolist()
+        out, start = [], 0
+        for grids in requests:
+            out.append(probabilities[start:start + len(grids)])
+            start += len(grids)
+        return out
+
+    def info(self) -> dict:
+        return {
+            "name": "digits",
+            "model_id": self.model.model_id,
+            "device": str(self.model.device),
+            "test_accuracy": self.model.meta.get("test_accuracy"),
+            "batch_sizes": dict(self.batch_sizes),
+        }
+
+    def check_health(self) -> None:
+        if not self.model.ready:
+            raise RuntimeError("digits model is not loaded")

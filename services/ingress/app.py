@@ -1,0 +1,95 @@
+"""The one FastAPI factory. It runs on the Serve replica (or in a test), never at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.config import IngressArgs
+from services.ingress.backends import ModelBackends
+from services.ingress.errors import error_body
+from services.ingress.routes import digits, health, index, openai
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """PyTorch models on Ray Serve: OpenAI-compatible embeddings and chat, a digit classifier,
+and Gradio UIs under `/ui/<name>/`. Errors share one shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+
+class BodySizeLimit:
+    """Reject bodies over ``max_bytes`` with 413, by header or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._reject(send)
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(error_body(f"Request body exceeds the limit of {self.max_bytes} bytes.",
+                                     "invalid_request_error", "payload_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) -> FastAPI:
+    """Build the FastAPI app: REST routers, error handlers, body limit and (optionally) the Gradio UIs."""
+    from services.ingress.errors import add_exception_handlers
+
+    args = args or IngressArgs()
+    app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION)
+    app.state.backends = backends
+    app.state.limits = args.limits
+    app.state.uis = {}
+    add_exception_handlers(app)
+    for module in (index, health, openai, digits):
+        app.include_router(module.router)
+    if args.mount_ui:
+        _mount_uis(app, backends)
+    app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
+    return app
+
+
+def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
+    import gradio as gr
+
+    from services.ingress.ui import UI_BUILDERS
+
+    for name, (description, builder) in UI_BUILDERS.items():
+        gr.mount_gradio_app(app, builder(backends), path=f"/ui/{name}", footer_links=["api"])
+        app.state.uis[name] = description

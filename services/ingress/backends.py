@@ -1,0 +1,127 @@
+"""The seam between routes and Serve deployments (the role KServe's ``RayModel`` plays).
+
+Routes and UIs call ``ModelBackends``; it calls the deployments' handles with a timeout and turns
+Ray's failures into domain errors that say which model failed and whether to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from services.errors import ModelNotFound, ModelTimeout, ModelUnavailable, RaydioError
+
+logger = logging.getLogger(__name__)
+
+MODEL_DESCRIPTIONS = {
+    "embedder": "Sentence embeddings (384-d, normalised) for search and similarity.",
+    "digits": "Handwritten digit classifier (CNN on scikit-learn's 8x8 digits).",
+    "chat": "Small instruction-tuned chat model with token streaming.",
+}
+
+
+def require_model(model: str, expected: str) -> None:
+    """A route serves one model; naming another is a 404 that says which one to use."""
+    if model != expected:
+        raise ModelNotFound(f"Model {model!r} cannot serve this route. Use model {expected!r}.", "model")
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    ready: bool
+    info: dict[str, Any]
+    error: str | None = None
+
+
+def _translate(name: str, exc: BaseException) -> BaseException:
+    """Map what a handle call raised to the error the client should see."""
+    from ray import exceptions as ray_exc
+    from ray.serve import exceptions as serve_exc
+
+    if isinstance(exc, RaydioError):
+        return exc
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, ray_exc.RayTaskError) and isinstance(cause, RaydioError):
+        return cause
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return ModelTimeout(f"The {name} model did not answer in time. Try again, or ask for less work.")
+    if isinstance(exc, serve_exc.BackPressureError):
+        return ModelUnavailable(f"The {name} model is at capacity (its queue is full). Retry shortly.", retry_after_s=1)
+    if isinstance(exc, (ray_exc.RayActorError, serve_exc.DeploymentUnavailableError, ray_exc.ActorUnavailableError)):
+        return ModelUnavailable(f"The {name} model replica is unavailable (restarting or failed). Retry shortly.", retry_after_s=2)
+    if isinstance(exc, ray_exc.RayTaskError):
+        logger.error("the %s replica raised while handling a request", name, exc_info=exc)
+        return ModelUnavailable(f"The {name} model failed while handling the request.", retry_after_s=1)
+    return exc
+
+
+class ModelBackends:
+    """Calls the model deployments. ``handles`` maps short model names to ``DeploymentHandle``s."""
+
+    def __init__(self, handles: dict[str, Any], timeout_s: float = 120.0) -> None:
+        self.handles = handles
+        self.timeout_s = timeout_s
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.handles)
+
+    def _handle(self, name: str):
+        try:
+            return self.handles[name]
+        except KeyError:
+            raise ModelNotFound(f"Unknown model {name!r}. Available models: {', '.join(self.handles)}.", "model") from None
+
+    async def _call(self, name: str, method: str, *args, timeout_s: float | None = None):
+        handle = self._handle(name)
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s or self.timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
+            translated = _translate(name, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def status(self, name: str, timeout_s: float = 5.0) -> ModelStatus:
+        try:
+            return ModelStatus(name, True, await self._call(name, "info", timeout_s=timeout_s))
+        except ModelNotFound:
+            raise
+        except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+            return ModelStatus(name, False, {}, str(exc) or type(exc).__name__)
+
+    async def statuses(self) -> list[ModelStatus]:
+        return list(await asyncio.gather(*(self.status(name) for name in self.handles)))
+
+    async def embed(self, texts: list[str]) -> dict:
+        return await self._call("embedder", "embed", texts)
+
+    async def classify(self, grids) -> list[list[float]]:
+        return await self._call("digits", "classify", grids)
+
+    async def classify_image(self, data: bytes) -> dict:
+        return await self._call("digits", "classify_image", data)
+
+    async def chat(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
+        """Stream chunks from the chat deployment; errors before the first chunk surface on the first ``__anext__``."""
+        handle = self._handle("chat")
+        stream = handle.options(stream=True).generate.remote(messages, params)
+        iterator = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), self.timeout_s)
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
+            if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+                stream.cancel()
+                raise
+            translated = _translate("chat", exc)
+            if translated is exc:
+                raise
+            raise translated from exc

@@ -1,0 +1,22 @@
+"""FastAPI dependencies. Tests override ``get_backends`` to run the routes without a Ray cluster."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.config import LimitsArgs
+from services.ingress.backends import ModelBackends
+
+
+def get_backends(request: Request) -> ModelBackends:
+    return request.app.state.backends
+
+
+def get_limits(request: Request) -> LimitsArgs:
+    return request.app.state.limits
+
+
+BackendsDep = Annotated[ModelBackends, Depends(get_backends)]
+LimitsDep = Annotated[LimitsArgs, Depends(get_limits)]

@@ -1,0 +1,1 @@
+"""REST routers; each module exports ``router``."""

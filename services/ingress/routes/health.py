@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from services.ingress.dependencies import BackendsDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live")
+async def live() -> dict:
+    """The ingress process is up. Does not look at the models."""
+    return {"status": "live"}
+
+
+@router.get("/ready", responses={503: {"description": "At least one model deployment did not answer."}})
+async def ready(backends: BackendsDep) -> JSONResponse:
+    """Ready only when every model deployment answers."""
+    statuses = await backends.statuses()
+    body = {
+        "status": "ready" if all(s.ready for s in statuses) else "not ready",
+        "models": {s.name: {"ready": s.ready, **({"error": s.error} if s.error else {})} for s in statuses},
+    }
+    return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)

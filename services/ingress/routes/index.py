@@ -1,0 +1,61 @@
+"""``GET /``: what this service offers. HTML for a browser, JSON for a client that asks for it."""
+
+from __future__ import annotations
+
+from html import escape
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from services.ingress.backends import MODEL_DESCRIPTIONS
+from services.ingress.dependencies import BackendsDep
+
+router = APIRouter(tags=["index"])
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    if "application/json" not in accept:
+        return False
+    return "text/html" not in accept or accept.index("application/json") < accept.index("text/html")
+
+
+@router.get("/", responses={200: {"content": {"text/html": {}, "application/json": {}}}})
+async def index(request: Request, backends: BackendsDep):
+    """Every model with its status, every UI, and the API docs."""
+    statuses = await backends.statuses()
+    body = {
+        "service": "raydio",
+        "models": [
+            {"name": s.name, "ready": s.ready, "model_id": s.info.get("model_id"), "device": s.info.get("device"),
+             "description": MODEL_DESCRIPTIONS.get(s.name, ""), **({"error": s.error} if s.error else {})}
+            for s in statuses
+        ],
+        "uis": [{"name": name, "path": f"/ui/{name}/", "description": text} for name, text in request.app.state.uis.items()],
+        "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "embeddings": "/v1/embeddings",
+                "chat": "/v1/chat/completions", "digits": "/v1/digits/classify",
+                "digits_image": "/v1/digits/classify-image", "health": "/health/ready"},
+    }
+    if _wants_json(request):
+        return JSONResponse(body)
+    return HTMLResponse(_render(body))
+
+
+def _render(body: dict) -> str:
+    models = "".join(
+        f"<tr><td><code>{escape(m['name'])}</code></td><td>{escape(m['model_id'] or '-')}</td>"
+        f"<td>{escape(m['device'] or '-')}</td><td class={'ok' if m['ready'] else 'bad'}>"
+        f"{'ready' if m['ready'] else 'not ready'}</td><td>{escape(m['description'])}</td></tr>"
+        for m in body["models"]
+    )
+    uis = "".join(f"<li><a href='{u['path']}'>{escape(u['path'])}</a> — {escape(u['description'])}</li>" for u in body["uis"])
+    api = "".join(f"<li><code>{escape(path)}</code> ({escape(name)})</li>" for name, path in body["api"].items())
+    return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>raydio</title>
+<meta name=viewport content="width=device-width,initial-scale=1">
+<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#222}}
+table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
+.ok{{color:#11772d;font-weight:600}}.bad{{color:#b3261e;font-weight:600}}code{{background:#f3f3f3;padding:0 .2rem}}</style>
+</head><body><h1>raydio</h1><p>PyTorch models on Ray Serve. <a href="/docs">API docs</a> ·
+<a href="/health/ready">readiness</a></p>
+<h2>Models</h2><table><tr><th>name</th><th>model</th><th>device</th><th>status</th><th></th></tr>{models}</table>
+<h2>UIs</h2><ul>{uis or '<li>none mounted</li>'}</ul><h2>REST</h2><ul>{api}</ul></body></html>"""

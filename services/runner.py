@@ -1,0 +1,90 @@
+"""Start a local (or join an existing) Ray cluster, deploy a Serve config file, wait until ready, shut down.
+
+Used by ``make run`` (through ``services.cli``) and by the integration tests, so both run the same path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.config import Settings, load_serve_config
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def prepare_models(settings: Settings) -> None:
+    """Train the digits CNN and convert the chat model once, before replicas start, so they only load."""
+    from services.models import chat, digits
+
+    digits.ensure_checkpoint(settings.cache_dir)
+    chat.ensure_converted(settings.cache_dir)
+
+
+def start_ray(settings: Settings) -> None:
+    import ray
+
+    env = {key: value for key, value in os.environ.items() if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ray.init(
+        address=settings.ray_address,
+        num_cpus=settings.num_cpus if settings.ray_address is None else None,
+        include_dashboard=False,
+        runtime_env={"env_vars": env},
+        logging_level=logging.WARNING,
+    )
+
+
+def deploy(config_path: Path) -> dict[str, Any]:
+    """Deploy every application of a Serve config file; returns the parsed config."""
+    from ray import serve
+
+    config = load_serve_config(config_path)
+    serve.start(http_options=config.get("http_options", {}), proxy_location=config.get("proxy_location", "HeadOnly"))
+    for app in config["applications"]:
+        module_name, _, attr = app["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module_name), attr)
+        serve.run(builder(app.get("args") or {}), name=app["name"], route_prefix=app.get("route_prefix", "/"),
+                  blocking=False)
+    return config
+
+
+def base_url(config: dict[str, Any]) -> str:
+    http = config.get("http_options", {})
+    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+
+
+def wait_ready(url: str, timeout_s: float = 300.0) -> float:
+    """Poll ``/health/ready`` until it answers 200; returns the seconds waited."""
+    start = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - start < timeout_s:
+        try:
+            response = httpx.get(f"{url}/health/ready", timeout=10)
+            if response.status_code == 200:
+                return time.monotonic() - start
+            last = response.text[:300]
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1.0)
+    raise TimeoutError(f"raydio was not ready after {timeout_s:.0f}s; last answer: {last}")
+
+
+def shutdown() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
