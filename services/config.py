@@ -57,7 +57,7 @@ class AutoscalingArgs(StrictModel):
     downscale_delay_s: float = Field(30.0, ge=0, description="How long load must stay low before removing replicas.")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "AutoscalingArgs":
+    def _bounds(self) -> AutoscalingArgs:
         if self.max_replicas < self.min_replicas:
             raise ValueError(
                 f"Got max_replicas={self.max_replicas} and min_replicas={self.min_replicas}. "

@@ -7,8 +7,8 @@ so generations interleave token by token instead (bounded by ``max_ongoing_reque
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from ray import serve
 

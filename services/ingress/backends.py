@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from services.errors import ModelNotFound, ModelTimeout, ModelUnavailable, RaydioError
 
@@ -41,15 +42,17 @@ def _translate(name: str, exc: BaseException) -> BaseException:
     from ray import exceptions as ray_exc
     from ray.serve import exceptions as serve_exc
 
-    if isinstance(exc, RaydioError):
-        return exc
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray_exc.RayTaskError) and isinstance(cause, RaydioError):
-        return cause
+        return cause  # a domain error raised in the replica, unwrapped
+    if isinstance(exc, RaydioError):
+        return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return ModelTimeout(f"The {name} model did not answer in time. Try again, or ask for less work.")
     if isinstance(exc, serve_exc.BackPressureError):
-        return ModelUnavailable(f"The {name} model is at capacity (its queue is full). Retry shortly.", retry_after_s=1)
+        retry_after_s = max(1, round(exc.retry_after_s or 1))
+        return ModelUnavailable(f"The {name} model is at capacity (its queue is full). Retry shortly.",
+                                retry_after_s=retry_after_s)
     if isinstance(exc, (ray_exc.RayActorError, serve_exc.DeploymentUnavailableError, ray_exc.ActorUnavailableError)):
         return ModelUnavailable(f"The {name} model replica is unavailable (restarting or failed). Retry shortly.", retry_after_s=2)
     if isinstance(exc, ray_exc.RayTaskError):

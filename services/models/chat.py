@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -86,7 +86,7 @@ class ChatModel:
         self.tokenizer = None
         self._lock = threading.Lock()  # one generation step at a time per model instance
 
-    def load(self) -> "ChatModel":
+    def load(self) -> ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = ensure_converted(self.cache_dir)

@@ -113,7 +113,7 @@ class DigitsModel:
         self.meta: dict = {}
         self._net: DigitsCNN | None = None
 
-    def load(self) -> "DigitsModel":
+    def load(self) -> DigitsModel:
         checkpoint = torch.load(ensure_checkpoint(self.cache_dir, self.seed), map_location="cpu")
         net = DigitsCNN()
         net.load_state_dict(checkpoint["state_dict"])

