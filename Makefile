@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export PYTHONPATH := $(CURDIR)
+# Models come from packages and bundled data; never reach for a hub at run time.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev run test test-unit test-integration lint check-config prepare clean

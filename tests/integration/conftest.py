@@ -1,0 +1,57 @@
+"""One real Ray cluster and Serve instance for the whole session, on 127.0.0.1:8000, shut down at the end."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services import runner
+from services.config import get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "serve" / "test.yaml"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str:
+    if not _port_free("127.0.0.1", 8000):
+        pytest.fail("127.0.0.1:8000 is in use; stop the other server (make run?) before the integration tests.")
+    settings = get_settings()
+    runner.prepare_models(settings)
+    runner.start_ray(settings)
+    try:
+        config = runner.deploy(CONFIG)
+        url = runner.base_url(config)
+        runner.wait_ready(url, timeout_s=300)
+        yield url
+    finally:
+        runner.shutdown()
+
+
+@pytest.fixture(scope="session")
+def http(base_url):
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def app_handle(base_url):
+    from ray import serve
+
+    def get(name: str):
+        return serve.get_deployment_handle(name, app_name="raydio")
+
+    return get

@@ -1,0 +1,78 @@
+"""The official clients, unmodified, against the running stack: openai and gradio_client."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.conftest import digit_png
+
+
+@pytest.fixture(scope="module")
+def oai(base_url):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_openai_embeddings(oai):
+    result = oai.embeddings.create(model="embedder", input=["hello world", "a cat sits on the mat"])  # base64 on the wire
+    vectors = np.array([d.embedding for d in result.data])
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    floats = oai.embeddings.create(model="embedder", input="hello world", encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, vectors[0], atol=1e-5)
+    assert result.usage.prompt_tokens == 4 + 8
+
+
+def test_openai_chat(oai):
+    completion = oai.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12, temperature=0,
+        n=1, user="test-user",
+    )
+    assert "Paris" in completion.choices[0].message.content
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+def test_openai_streaming_chat(oai):
+    stream = oai.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Name three fruits."}], max_tokens=20, temperature=0,
+        stream=True, stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3
+    assert chunks[-1].usage.completion_tokens <= 20
+
+
+def test_openai_errors_are_typed(oai):
+    with pytest.raises(openai.BadRequestError, match="at most 512"):
+        oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000)
+    with pytest.raises(openai.NotFoundError, match="Use model 'embedder'"):
+        oai.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_gradio_chat_ui(base_url):
+    client = Client(f"{base_url}/ui/chat/", verbose=False)
+    assert "/chat" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    answer = client.predict("What is the capital of France?", 16, 0.0, api_name="/chat")
+    assert "Paris" in answer
+
+
+def test_gradio_digits_ui(base_url, sklearn_digits, tmp_path):
+    path = tmp_path / "digit.png"
+    path.write_bytes(digit_png(sklearn_digits.images[7], size=280))
+    client = Client(f"{base_url}/ui/digits/", verbose=False)
+    label, grid = client.predict({"background": None, "layers": [], "composite": handle_file(str(path))},
+                                 api_name="/classify")
+    assert label["label"] == str(sklearn_digits.target[7])
+    assert np.asarray(grid["data"]).shape == (8, 8)
+
+
+def test_gradio_embeddings_ui(base_url):
+    client = Client(f"{base_url}/ui/embeddings/", verbose=False)
+    table = client.predict("Someone is making music.",
+                           "Cats sleep in the sun.\nA man is playing a guitar.\nThe market fell.", api_name="/rank")
+    assert table["data"][0][1] == "A man is playing a guitar."
+    assert table["data"][0][0] > table["data"][-1][0]
