@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration lint check-config prepare clean
+.PHONY: help install install-dev run test test-unit test-integration measure lint check-config prepare clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -48,8 +48,11 @@ test-unit: install-dev ## Unit tests only (no Ray cluster)
 test-integration: install-dev ## Integration tests only (starts Serve on 127.0.0.1:8000)
 	$(PY) -m pytest tests/integration
 
+measure: install ## Time to ready, memory and single-request latency of the local stack
+	$(PY) scripts/measure_stack.py
+
 lint: install-dev ## Ruff
-	$(PY) -m ruff check services tests
+	$(PY) -m ruff check services tests scripts
 
 clean: ## Remove the virtual environment and caches (not the model cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

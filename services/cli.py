@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from services.config import ConfigError, get_settings, load_serve_config
+from services.config import ConfigError, config_reference_markdown, get_settings, load_serve_config
 
 
 def _run(config_path: Path) -> int:
@@ -58,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     for p in (run, check):
         p.add_argument("--config", type=Path, default=None, help="Serve config (default: RAYDIO_SERVE_CONFIG).")
     sub.add_parser("prepare", help="Train/convert and cache the models (for images and CI).")
+    sub.add_parser("config-reference", help="Print the configuration tables of the README.")
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config_path = getattr(args, "config", None) or settings.serve_config
+    if args.command == "config-reference":
+        print(config_reference_markdown(), end="")
+        return 0
     try:
         if args.command in ("run", "check-config"):
             load_serve_config(config_path)

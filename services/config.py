@@ -185,3 +185,51 @@ def load_serve_config(path: Path) -> dict[str, Any]:
             except ValidationError as exc:
                 raise ConfigError(format_validation_error(exc, f"{path}: applications[{i}].args")) from exc
     return raw
+
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, description) for every scalar field, nested models flattened."""
+    leaves = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            leaves += _leaves(field.annotation, f"{prefix}{name}.")
+        else:
+            leaves.append((f"{prefix}{name}", field.description or ""))
+    return leaves
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def config_reference_markdown() -> str:
+    """The configuration tables in the README, generated from the models so they cannot drift."""
+    home = str(Path.home())
+    lines = ["| environment variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = str(field.get_default(call_default_factory=True)).replace(home, "~")
+        lines.append(f"| `RAYDIO_{name.upper()}` | `{default}` | {field.description} |")
+    defaults = RaydioAppArgs()
+    sections = ("ingress", "embedder", "digits", "chat")
+    lines += ["", f"| `args` of `services.app:build_app` | {' | '.join(sections)} | meaning |",
+              "|---|" + "---|" * len(sections) + "---|",
+              f"| `device` | `{defaults.device}` (all) |{' |' * (len(sections) - 1)} "
+              f"{RaydioAppArgs.model_fields['device'].description} |"]
+    keys = dict(_leaves(DeploymentArgs))
+    keys.update(dict(_leaves(BatchingArgs, "batching.")))
+    keys["seed"] = DigitsArgs.model_fields["seed"].description
+    for key, description in keys.items():
+        cells = []
+        for section in sections:
+            try:
+                cells.append(f"`{_lookup(getattr(defaults, section), key)}`")
+            except AttributeError:
+                cells.append("")
+        lines.append(f"| `<deployment>.{key}` | {' | '.join(cells)} | {description} |")
+    lines += ["", "| `args.ingress.limits.*` | default | meaning |", "|---|---|---|"]
+    for key, description in _leaves(LimitsArgs):
+        lines.append(f"| `{key}` | `{_lookup(defaults.ingress.limits, key)}` | {description} |")
+    return "\n".join(lines) + "\n"

@@ -71,3 +71,11 @@ def test_settings_reject_bad_values(monkeypatch):
     monkeypatch.setenv("RAYDIO_LOG_LEVEL", "LOUD")
     with pytest.raises(ValidationError, match="log_level"):
         Settings()
+
+
+def test_readme_configuration_tables_match_the_models():
+    from services.config import config_reference_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- config-reference:start -->\n")[1].split("<!-- config-reference:end -->")[0]
+    assert section == config_reference_markdown(), "run `python -m services.cli config-reference` and paste it into README.md"
