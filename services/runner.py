@@ -37,7 +37,8 @@ def start_ray(settings: Settings) -> None:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     ray.init(
-        address=settings.ray_address,
+        # "local" always starts a new cluster, never joins one another process happens to run here.
+        address=settings.ray_address or "local",
         num_cpus=settings.num_cpus if settings.ray_address is None else None,
         include_dashboard=False,
         runtime_env={"env_vars": env},
@@ -45,11 +46,13 @@ def start_ray(settings: Settings) -> None:
     )
 
 
-def deploy(config_path: Path) -> dict[str, Any]:
-    """Deploy every application of a Serve config file; returns the parsed config."""
+def deploy(config_path: Path, http_port: int | None = None) -> dict[str, Any]:
+    """Deploy every application of a Serve config file (optionally on another port); returns the parsed config."""
     from ray import serve
 
     config = load_serve_config(config_path)
+    if http_port is not None:
+        config.setdefault("http_options", {})["port"] = http_port
     serve.start(http_options=config.get("http_options", {}), proxy_location=config.get("proxy_location", "HeadOnly"))
     for app in config["applications"]:
         module_name, _, attr = app["import_path"].partition(":")

@@ -1,7 +1,8 @@
-"""One real Ray cluster and Serve instance for the whole session, on 127.0.0.1:8000, shut down at the end."""
+"""One real Ray cluster and Serve instance for the whole session, on 127.0.0.1:8000 (RAYDIO_TEST_HTTP_PORT), shut down at the end."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -27,13 +28,14 @@ def _port_free(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def base_url() -> str:
-    if not _port_free("127.0.0.1", 8000):
-        pytest.fail("127.0.0.1:8000 is in use; stop the other server (make run?) before the integration tests.")
+    port = int(os.environ.get("RAYDIO_TEST_HTTP_PORT", "8000"))
+    if not _port_free("127.0.0.1", port):
+        pytest.fail(f"127.0.0.1:{port} is in use; stop the other server (make run?) or set RAYDIO_TEST_HTTP_PORT.")
     settings = get_settings()
     runner.prepare_models(settings)
     runner.start_ray(settings)
     try:
-        config = runner.deploy(CONFIG)
+        config = runner.deploy(CONFIG, http_port=port)
         url = runner.base_url(config)
         runner.wait_ready(url, timeout_s=300)
         yield url
