@@ -9,8 +9,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.config import IngressArgs
 from services.ingress.backends import ModelBackends
-from services.ingress.errors import error_body
-from services.ingress.routes import digits, health, index, openai
+from services.ingress.errors import error_body_for
+from services.ingress.routes import digits, health, index, openai, v2
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._reject(send)
+            return await self._reject(scope, send)
         received = 0
         started = False
 
@@ -51,13 +51,13 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send) -> None:
         import json
 
-        body = json.dumps(error_body(f"Request body exceeds the limit of {self.max_bytes} bytes.",
-                                     "invalid_request_error", "payload_too_large")).encode()
+        body = json.dumps(error_body_for(scope, f"Request body exceeds the limit of {self.max_bytes} bytes.",
+                                         "invalid_request_error", "payload_too_large")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -77,7 +77,7 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) 
     app.state.limits = args.limits
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, openai, digits):
+    for module in (index, health, openai, digits, v2):
         app.include_router(module.router)
     if args.mount_ui:
         _mount_uis(app, backends)

@@ -16,6 +16,8 @@ from services.errors import ModelNotFound, ModelTimeout, ModelUnavailable, Raydi
 
 logger = logging.getLogger(__name__)
 
+EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2
+
 MODEL_DESCRIPTIONS = {
     "embedder": "Sentence embeddings (384-d, normalised) for search and similarity.",
     "digits": "Handwritten digit classifier (CNN on scikit-learn's 8x8 digits).",

@@ -1,4 +1,6 @@
-"""Map domain errors to HTTP: one body shape (OpenAI's ``{"error": {...}}``) for every 4xx/5xx."""
+"""Map domain errors to HTTP. Two body shapes, chosen by path: the Open Inference Protocol's
+``{"error": "..."}`` under ``/v2`` (what tritonclient and KServe clients parse), OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` everywhere else."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from services.errors import (
     InputTooLarge,
@@ -29,21 +32,36 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
 ]
 
 
+V2_PREFIX = "/v2"
+
+
+def is_v2(scope: Scope) -> bool:
+    """Whether the request is on the Open Inference Protocol's routes (path relative to any root_path)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, type_: str, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, code, param), status_code=status, headers=headers)
+def error_body_for(scope: Scope, message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": message} if is_v2(scope) else error_body(message, type_, code, param)
 
 
-def response_for(exc: RaydioError) -> JSONResponse:
+def error_response(scope: Scope, status: int, message: str, type_: str, code: str | None = None,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body_for(scope, message, type_, code, param), status_code=status, headers=headers)
+
+
+def response_for(scope: Scope, exc: RaydioError) -> JSONResponse:
     for error_type, status, type_ in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
             headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ModelUnavailable) else None
-            return error_response(status, exc.message, type_, exc.code, exc.param, headers)
-    return error_response(500, exc.message, "server_error", exc.code, exc.param)
+            return error_response(scope, status, exc.message, type_, exc.code, exc.param, headers)
+    return error_response(scope, 500, exc.message, "server_error", exc.code, exc.param)
 
 
 def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -59,20 +77,21 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
 
 def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(RaydioError)
-    async def _domain(_: Request, exc: RaydioError) -> JSONResponse:
-        return response_for(exc)
+    async def _domain(request: Request, exc: RaydioError) -> JSONResponse:
+        return response_for(request.scope, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = describe_validation_error(exc)
-        return error_response(400, message, "invalid_request_error", "invalid_request", param)
+        return error_response(request.scope, 400, message, "invalid_request_error", "invalid_request", param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), type_, headers=getattr(exc, "headers", None))
+        return error_response(request.scope, exc.status_code, str(exc.detail), type_,
+                              headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "Internal server error. The failure was logged.", "server_error")
+        return error_response(request.scope, 500, "Internal server error. The failure was logged.", "server_error")
