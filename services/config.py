@@ -127,11 +127,27 @@ class LimitsArgs(StrictModel):
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take before a 504.")
 
 
+LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+
+
+class McpArgs(StrictModel):
+    """The MCP endpoint at ``/mcp`` (streamable HTTP)."""
+
+    enabled: bool = Field(True, description="Serve the MCP endpoint at /mcp.")
+    allowed_hosts: tuple[str, ...] = Field(
+        LOCAL_HOSTS, description="Host headers MCP answers (DNS-rebinding protection; `name:*` allows any port). "
+        "Add the public host name behind an Ingress; `*` turns the check off.")
+    allowed_origins: tuple[str, ...] = Field(
+        tuple(f"http://{host}" for host in LOCAL_HOSTS),
+        description="Origin headers MCP accepts from browsers (requests without Origin are always accepted).")
+
+
 class IngressArgs(DeploymentArgs):
     max_ongoing_requests: int = Field(128, ge=1, description="Requests the ingress replica works on at once.")
     max_queued_requests: int = Field(512, ge=-1)
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
     mount_ui: bool = Field(True, description="Mount the Gradio UIs under /ui/<name>.")
+    mcp: McpArgs = Field(default_factory=McpArgs, description="The MCP endpoint.")
 
 
 class RaydioAppArgs(StrictModel):
@@ -229,7 +245,10 @@ def config_reference_markdown() -> str:
             except AttributeError:
                 cells.append("")
         lines.append(f"| `<deployment>.{key}` | {' | '.join(cells)} | {description} |")
-    lines += ["", "| `args.ingress.limits.*` | default | meaning |", "|---|---|---|"]
-    for key, description in _leaves(LimitsArgs):
-        lines.append(f"| `{key}` | `{_lookup(defaults.ingress.limits, key)}` | {description} |")
+    for section, model in (("limits", LimitsArgs), ("mcp", McpArgs)):
+        lines += ["", f"| `args.ingress.{section}.*` | default | meaning |", "|---|---|---|"]
+        for key, description in _leaves(model):
+            default = _lookup(getattr(defaults.ingress, section), key)
+            default = ", ".join(default) if isinstance(default, tuple) else default
+            lines.append(f"| `{key}` | `{default}` | {description} |")
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import FastAPI
@@ -14,8 +15,10 @@ from services.ingress.routes import digits, health, index, openai, v2
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = """PyTorch models on Ray Serve: OpenAI-compatible embeddings and chat, a digit classifier,
-and Gradio UIs under `/ui/<name>/`. Errors share one shape: `{"error": {"message", "type", "param", "code"}}`."""
+DESCRIPTION = """PyTorch models on Ray Serve: OpenAI-compatible embeddings and chat (`/v1`), a digit classifier,
+the Open Inference Protocol (KServe V2, `/v2`) for the tensor models, an MCP endpoint (`/mcp/`) and Gradio UIs
+under `/ui/<name>/`. Errors are `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape), except under
+`/v2`, where they are the protocol's `{"error": "..."}`."""
 
 
 class BodySizeLimit:
@@ -72,13 +75,28 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) 
     from services.ingress.errors import add_exception_handlers
 
     args = args or IngressArgs()
-    app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION)
+    mcp_server = None
+    if args.mcp.enabled:
+        from services.ingress.mcp_server import build_mcp_app, build_mcp_server
+
+        mcp_server = build_mcp_server(backends, args.limits)
+        mcp_app = build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # A mounted app's lifespan never runs: the MCP session manager runs in the ingress app's (on the replica).
+        async with mcp_server.session_manager.run() if mcp_server else contextlib.nullcontext():
+            yield
+
+    app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.backends = backends
     app.state.limits = args.limits
     app.state.uis = {}
     add_exception_handlers(app)
     for module in (index, health, openai, digits, v2):
         app.include_router(module.router)
+    if mcp_server:
+        app.mount("/mcp", mcp_app)  # a plain sub-app: app-wide middleware (body limit, auth) covers it
     if args.mount_ui:
         _mount_uis(app, backends)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)

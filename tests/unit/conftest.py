@@ -11,7 +11,7 @@ import inspect
 import pytest
 from fastapi.testclient import TestClient
 
-from services.config import IngressArgs, LimitsArgs
+from services.config import IngressArgs, LimitsArgs, McpArgs
 from services.deployments.chat import ChatDeployment
 from services.deployments.digits import DigitsDeployment
 from services.deployments.embedder import EmbedderDeployment
@@ -98,7 +98,8 @@ def backends(deployments):
 
 @pytest.fixture(scope="session")
 def client(backends, limits):
-    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False))
+    # TestClient sends Host: testserver; MCP answers only the hosts it is told to (DNS-rebinding protection).
+    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False, mcp=McpArgs(allowed_hosts=("testserver",))))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -1,0 +1,213 @@
+"""MCP (Model Context Protocol) tools over the same ``ModelBackends`` as the REST routes.
+
+Served by the official ``mcp`` SDK (2.x, ``MCPServer``) over streamable HTTP, mounted in the ingress at
+``/mcp`` as a plain sub-app so app-wide middleware (body limit, auth) covers it. The session manager runs
+stateless: any ingress replica can answer any request, so the endpoint scales like the REST API.
+
+Tools are grouped by what they serve. Job tools (submit a job, read its state and result) belong in a
+``_job_tools(server, ...)`` group beside ``_model_tools`` once the job runner exists (issue 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Annotated
+
+import numpy as np
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+
+from services.config import LimitsArgs, McpArgs
+from services.errors import RaydioError
+from services.ingress.backends import MODEL_DESCRIPTIONS, ModelBackends
+
+INSTRUCTIONS = """raydio serves three PyTorch models. Use `list_models` to see which are ready.
+`embed` and `rank_by_similarity` work on sentences (all-MiniLM-L6-v2); `classify_digit` and
+`classify_digit_image` recognise one handwritten digit; `chat` asks a small (135M) instruction-tuned
+model, which is fast but not knowledgeable: do not rely on it for facts."""
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+SAMPLED = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hint=False)
+
+# --- results (become each tool's output schema) ------------------------------------------------------
+
+
+class ModelSummary(BaseModel):
+    name: str = Field(description="Short model name.")
+    ready: bool = Field(description="Whether the model's deployment answered just now.")
+    model_id: str | None = Field(None, description="The underlying model.")
+    device: str | None = Field(None, description="Where it runs: cpu or cuda.")
+    description: str = ""
+    tools: list[str] = Field(description="The MCP tools that use this model.")
+
+
+class ModelsResult(BaseModel):
+    models: list[ModelSummary]
+
+
+class EmbedResult(BaseModel):
+    dimensions: int = Field(description="Length of each vector.")
+    embeddings: list[list[float]] = Field(description="One L2-normalised vector per input text, in input order.")
+    tokens: list[int] = Field(description="Tokens each text cost.")
+
+
+class RankedText(BaseModel):
+    text: str
+    score: float = Field(description="Cosine similarity to the query, from -1 to 1.")
+    index: int = Field(description="Position of the text in the input list.")
+
+
+class SimilarityResult(BaseModel):
+    ranking: list[RankedText] = Field(description="The texts, most similar to the query first.")
+
+
+class DigitResult(BaseModel):
+    label: int = Field(description="The most likely digit, 0-9.")
+    confidence: float = Field(description="Probability of that digit.")
+    probabilities: list[float] = Field(description="Probability of each digit; index i is digit i.")
+    pixels: list[list[float]] | None = Field(None, description="For images: the 8x8 grid (ink 0-16) the model saw.")
+
+
+class ChatResult(BaseModel):
+    text: str = Field(description="The model's answer.")
+    finish_reason: str | None = Field(description="stop (the model ended) or length (max_tokens reached).")
+    prompt_tokens: int
+    completion_tokens: int
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+Texts = Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+    min_length=1, description="Non-empty texts, each up to 256 tokens (about 200 words).")]
+Row = Annotated[list[Annotated[float, Field(ge=0, le=16)]], Field(min_length=8, max_length=8)]
+Grid = Annotated[list[Row], Field(
+    min_length=8, max_length=8,
+    description="8 rows of 8 ink intensities: 0 is background, 16 is full ink (scikit-learn's digits scale). "
+                "The digit should fill the grid, as in a scanned, centred, size-normalised digit.")]
+ImageBase64 = Annotated[str, Field(
+    min_length=1, description="A PNG or JPEG of one digit, base64-encoded (a data: URL prefix is accepted). Dark ink "
+                              "on a light background or the reverse; any size. It is cropped and scaled to 8x8.")]
+
+
+async def _model_call(awaitable):
+    """Domain errors become tool errors the assistant can read and act on."""
+    try:
+        return await awaitable
+    except RaydioError as exc:
+        raise ToolError(exc.message) from exc
+
+
+def _digit(probabilities: list[float], pixels: list[list[float]] | None = None) -> DigitResult:
+    label = int(np.argmax(probabilities))
+    return DigitResult(label=label, confidence=probabilities[label], probabilities=probabilities, pixels=pixels)
+
+
+TOOLS_BY_MODEL = {"embedder": ["embed", "rank_by_similarity"], "digits": ["classify_digit", "classify_digit_image"],
+                  "chat": ["chat"]}
+
+
+def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs) -> None:
+    @server.tool(title="List models", annotations=READ_ONLY)
+    async def list_models() -> ModelsResult:
+        """List raydio's models: whether each is ready, what it is, and which tools use it."""
+        return ModelsResult(models=[
+            ModelSummary(name=s.name, ready=s.ready, model_id=s.info.get("model_id"), device=s.info.get("device"),
+                         description=MODEL_DESCRIPTIONS.get(s.name, ""), tools=TOOLS_BY_MODEL.get(s.name, []))
+            for s in await backends.statuses()
+        ])
+
+    @server.tool(title="Embed texts", annotations=READ_ONLY)
+    async def embed(texts: Texts) -> EmbedResult:
+        """Turn texts into 384-dimensional sentence embeddings (all-MiniLM-L6-v2, L2-normalised, so the dot product
+        is the cosine similarity). Use for storing vectors; to compare texts, rank_by_similarity is simpler."""
+        result = await _model_call(backends.embed(texts))
+        return EmbedResult(dimensions=len(result["vectors"][0]), embeddings=result["vectors"], tokens=result["tokens"])
+
+    @server.tool(title="Rank texts by similarity", annotations=READ_ONLY)
+    async def rank_by_similarity(
+        query: Annotated[str, Field(min_length=1, description="What to compare every text with.")],
+        texts: Texts,
+    ) -> SimilarityResult:
+        """Rank texts by how close their meaning is to the query (semantic search over a short list), most
+        similar first. Scores are cosine similarities: above ~0.5 is closely related, near 0 unrelated."""
+        result = await _model_call(backends.embed([query, *texts]))
+        vectors = np.asarray(result["vectors"], dtype=np.float32)
+        scores = vectors[1:] @ vectors[0]
+        order = np.argsort(-scores, kind="stable")
+        return SimilarityResult(ranking=[RankedText(text=texts[i], score=round(float(scores[i]), 4), index=int(i))
+                                         for i in order])
+
+    @server.tool(title="Classify a digit grid", annotations=READ_ONLY)
+    async def classify_digit(pixels: Grid) -> DigitResult:
+        """Recognise one handwritten digit (0-9) given as an 8x8 grid of ink intensities from 0 to 16."""
+        probabilities = await _model_call(backends.classify(np.asarray([pixels], dtype=np.float32)))
+        return _digit(probabilities[0])
+
+    @server.tool(title="Classify a digit image", annotations=READ_ONLY)
+    async def classify_digit_image(image_base64: ImageBase64) -> DigitResult:
+        """Recognise one handwritten digit (0-9) in a PNG or JPEG image; also returns the 8x8 grid the model saw."""
+        encoded = image_base64.split(",", 1)[1] if image_base64.startswith("data:") else image_base64
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ToolError("image_base64 is not valid base64.") from None
+        result = await _model_call(backends.classify_image(data))
+        return _digit(result["probabilities"], result["pixels"])
+
+    @server.tool(title="Chat with a small model", annotations=SAMPLED)
+    async def chat(
+        prompt: Annotated[str, Field(min_length=1, description="The user's message.")],
+        system: Annotated[str | None, Field(description="Optional system instruction that steers the answer.")] = None,
+        max_tokens: Annotated[int | None, Field(ge=1, description="Most tokens to generate: 128 when omitted; the "
+                                                                  "server allows up to 512 by default.")] = None,
+        temperature: Annotated[float, Field(ge=0, le=2, description="0 answers deterministically; higher is more "
+                                                                    "varied.")] = 0.7,
+    ) -> ChatResult:
+        """Ask SmolLM2-135M-Instruct, a small, fast chat model, and get its whole answer. Good for rewording,
+        short drafts and simple questions; it often gets facts wrong."""
+        max_tokens = max_tokens or min(128, limits.max_completion_tokens)
+        if max_tokens > limits.max_completion_tokens:
+            raise ToolError(f"max_tokens is {max_tokens}; this server generates at most {limits.max_completion_tokens}.")
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": 1.0, "stop": (), "seed": None}
+        text, finish_reason, prompt_tokens, completion_tokens = [], None, 0, 0
+        async def collect():
+            nonlocal finish_reason, prompt_tokens, completion_tokens
+            async for chunk in backends.chat(messages, params):
+                prompt_tokens = chunk.get("prompt_tokens", prompt_tokens)
+                text.append(chunk.get("text", ""))
+                finish_reason = chunk.get("finish_reason") or finish_reason
+                completion_tokens = chunk.get("completion_tokens") or completion_tokens
+
+        await _model_call(collect())
+        return ChatResult(text="".join(text), finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                          completion_tokens=completion_tokens)
+
+
+def build_mcp_server(backends: ModelBackends, limits: LimitsArgs) -> MCPServer:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    server = MCPServer(name="raydio", title="raydio models", version="0.1.0", instructions=INSTRUCTIONS,
+                       description="PyTorch models on Ray Serve: sentence embeddings, a digit classifier and a small chat model.")
+    root.handlers[:] = handlers  # MCPServer calls logging.basicConfig; the host process owns logging
+    root.setLevel(level)
+    _model_tools(server, backends, limits)
+    return server
+
+
+def build_mcp_app(server: MCPServer, args: McpArgs, max_body_bytes: int) -> Starlette:
+    """The streamable-HTTP ASGI app, to mount at ``/mcp``. Its session manager must run in the host app's lifespan
+    (``server.session_manager.run()``): a mounted app's own lifespan never runs."""
+    if "*" in args.allowed_hosts:
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    else:
+        security = TransportSecuritySettings(allowed_hosts=list(args.allowed_hosts),
+                                             allowed_origins=list(args.allowed_origins))
+    return server.streamable_http_app(streamable_http_path="/", stateless_http=True, transport_security=security,
+                                      max_request_body_size=max_body_bytes)
