@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.errors import InvalidInput
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,6 +31,26 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Model at capacity or its replica failed; see Retry-After."},
     504: {"model": ErrorResponse, "description": "The model did not answer in time."},
 }
+SERVER_ERROR: dict[int | str, dict[str, Any]] = {
+    500: {"model": ErrorResponse, "description": "Unexpected failure. It is logged; the body reveals nothing internal."},
+}
+ERROR_RESPONSES.update(SERVER_ERROR)
+
+
+# --- health -------------------------------------------------------------------------------------
+
+class Liveness(BaseModel):
+    status: Literal["live"] = "live"
+
+
+class ModelHealth(BaseModel):
+    ready: bool
+    error: str | None = Field(None, description="Why the model did not answer, when it did not.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    models: dict[str, ModelHealth]
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -114,6 +136,11 @@ class StreamOptions(Strict):
     include_usage: bool = Field(False, description="Send a last chunk with token usage before [DONE].")
 
 
+class ResponseFormat(BaseModel):
+    type: str = Field(description="Only `text` is supported.")
+    model_config = ConfigDict(extra="allow")
+
+
 class ChatCompletionRequest(Strict):
     model: str = Field("chat", examples=["chat"])
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far; the last one is usually the user's.")
@@ -127,6 +154,42 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = Field(None, description="Up to 4 strings that end generation (not included).")
     seed: int | None = Field(None, description="Makes sampling repeatable.")
     user: str | None = Field(None, description="End-user id, accepted for compatibility and not stored.")
+    safety_identifier: str | None = Field(None, description="Like `user`: accepted, not stored.")
+    prompt_cache_key: str | None = Field(None, description="Accepted for compatibility; there is no prompt cache.")
+    metadata: dict[str, str] | None = Field(None, description="Accepted for compatibility; completions are not stored.")
+    # Accepted only at their neutral values (what the openai client sends by default or when asked for plain text):
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Only 0 is supported.")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Only 0 is supported.")
+    logit_bias: dict[str, float] | None = Field(None, description="Only an empty map is supported.")
+    logprobs: bool | None = Field(None, description="Only false is supported.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0 is supported.")
+    response_format: ResponseFormat | None = Field(None, description="Only `{\"type\": \"text\"}` is supported.")
+    tools: list[dict[str, Any]] | None = Field(None, description="Tool calling is not supported: only an empty list.")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="Only `none` or `auto` (with no tools).")
+    parallel_tool_calls: bool | None = Field(None, description="Accepted; without tools it has no effect.")
+    store: bool | None = Field(None, description="Only false: completions are not stored.")
+    modalities: list[str] | None = Field(None, description="Only `[\"text\"]`.")
+    service_tier: str | None = Field(None, description="Only `auto` or `default`.")
+
+    def refuse_unsupported(self) -> None:
+        """Fields the openai client may send that this server cannot honour: a 400 that names the field."""
+        refusals = {
+            "presence_penalty": (self.presence_penalty not in (None, 0), "presence penalties are not supported; send 0"),
+            "frequency_penalty": (self.frequency_penalty not in (None, 0), "frequency penalties are not supported; send 0"),
+            "logit_bias": (bool(self.logit_bias), "logit_bias is not supported"),
+            "logprobs": (bool(self.logprobs), "log probabilities are not returned"),
+            "top_logprobs": (bool(self.top_logprobs), "log probabilities are not returned"),
+            "response_format": (self.response_format is not None and self.response_format.type != "text",
+                                "only response_format type 'text' is supported (no JSON mode or schemas)"),
+            "tools": (bool(self.tools), "the chat model cannot call tools"),
+            "tool_choice": (self.tool_choice not in (None, "none", "auto"), "the chat model cannot call tools"),
+            "store": (bool(self.store), "completions are not stored"),
+            "modalities": (self.modalities not in (None, ["text"]), "only text output is supported"),
+            "service_tier": (self.service_tier not in (None, "auto", "default"), "there are no service tiers"),
+        }
+        for field, (refused, reason) in refusals.items():
+            if refused:
+                raise InvalidInput(f"Unsupported {field}: {reason}.", field)
 
     @field_validator("stop")
     @classmethod

@@ -159,7 +159,8 @@ def test_chat_streaming_sends_chunks_then_done(client):
         (_chat(top_p=0), 400, "invalid_request", "top_p"),
         (_chat(n=2), 400, "invalid_request", "n:"),
         (_chat(stop=["a", "b", "c", "d", "e"]), 400, "invalid_request", "at most 4"),
-        (_chat(tools=[]), 400, "invalid_request", "tools: unknown field"),
+        (_chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "invalid_request", "Unsupported tools"),
+        (_chat(frobnicate=1), 400, "invalid_request", "frobnicate: unknown field"),
         (_chat(messages=[]), 400, "invalid_request", "messages"),
         (_chat(messages=[{"role": "wizard", "content": "hi"}]), 400, "invalid_request", "role"),
         (_chat(messages=[{"role": "user", "content": "word " * 3000}]), 400, "input_too_large", "prompt has"),
@@ -278,3 +279,60 @@ def test_openapi_documents_schemas_examples_and_errors(client):
     assert "ErrorResponse" in json.dumps(embeddings["responses"]["400"])
     assert spec["components"]["schemas"]["EmbeddingRequest"]["examples"]
     assert "/v1/digits/classify-image" in spec["paths"]
+
+
+def test_every_operation_is_documented_for_generated_clients(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+    assert len(operations) >= 15
+    for path, method, op in operations:
+        where = f"{method.upper()} {path}"
+        assert op.get("summary") and op.get("description"), f"{where}: no summary/description"
+        errors = [code for code in op["responses"] if code[0] in "45"]
+        assert errors, f"{where}: no error responses"
+        for code in errors:
+            assert op["responses"][code].get("description"), f"{where} {code}: undescribed"
+            assert "schema" in json.dumps(op["responses"][code]), f"{where} {code}: no body schema"
+        body = op.get("requestBody")
+        if body is None:
+            continue
+        for media_type, content in body["content"].items():
+            schema = content["schema"]
+            if media_type == "application/json":
+                resolved = schemas[schema["$ref"].split("/")[-1]] if "$ref" in schema else schema
+                assert resolved.get("examples") or content.get("example") or content.get("examples"), \
+                    f"{where}: request body has no example"
+            elif media_type == "multipart/form-data":
+                form = schemas[schema["$ref"].split("/")[-1]]
+                assert all(p.get("description") for p in form["properties"].values()), f"{where}: undescribed form field"
+    v2_errors = spec["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["400"]
+    assert v2_errors["content"]["application/json"]["schema"]["$ref"].endswith("/V2Error")
+
+
+def test_openai_client_fields_at_neutral_values_are_accepted(client):
+    neutral = dict(presence_penalty=0, frequency_penalty=0.0, logit_bias={}, logprobs=False, top_logprobs=0,
+                   response_format={"type": "text"}, tools=[], tool_choice="none", parallel_tool_calls=True, store=False,
+                   modalities=["text"], service_tier="auto", user="u-1", safety_identifier="s-1", metadata={"k": "v"},
+                   stop=["\n\n"], n=1, max_completion_tokens=4, seed=3, stream_options=None)
+    body = client.post("/v1/chat/completions", json=_chat(**neutral))
+    assert body.status_code == 200, body.text
+    assert body.json()["usage"]["completion_tokens"] <= 4
+
+
+def test_seed_makes_sampling_repeatable(client):
+    request = _chat(messages=[{"role": "user", "content": "Write a word."}], temperature=1.5, max_tokens=8, seed=11)
+    first, second = (client.post("/v1/chat/completions", json=request).json() for _ in range(2))
+    assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("presence_penalty", 0.5), ("frequency_penalty", -1), ("logit_bias", {"50256": -100}), ("logprobs", True),
+    ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+    ("tools", [{"type": "function", "function": {"name": "get_weather"}}]), ("tool_choice", "required"),
+    ("store", True), ("modalities", ["text", "audio"]), ("service_tier", "flex"),
+])
+def test_openai_fields_that_cannot_be_honoured_are_400_naming_the_field(client, field, value):
+    error = _error(client.post("/v1/chat/completions", json=_chat(**{field: value})), 400, "invalid_request")
+    assert error["param"] == field and field in error["message"]

@@ -98,4 +98,5 @@ V2_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": V2Error, "description": "Request body larger than the configured limit."},
     503: {"model": V2Error, "description": "Model not ready, at capacity, or its replica failed; see Retry-After."},
     504: {"model": V2Error, "description": "The model did not answer in time."},
+    500: {"model": V2Error, "description": "Unexpected failure. It is logged; the body reveals nothing internal."},
 }

@@ -4,17 +4,19 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.ingress.dependencies import BackendsDep
+from services.ingress.schemas import SERVER_ERROR, Liveness, Readiness
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], responses=SERVER_ERROR)
 
 
-@router.get("/live")
+@router.get("/live", response_model=Liveness)
 async def live() -> dict:
     """The ingress process is up. Does not look at the models."""
     return {"status": "live"}
 
 
-@router.get("/ready", responses={503: {"description": "At least one model deployment did not answer."}})
+@router.get("/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "At least one model deployment did not answer."}})
 async def ready(backends: BackendsDep) -> JSONResponse:
     """Ready only when every model deployment answers."""
     statuses = await backends.statuses()

@@ -9,8 +9,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from services.ingress.backends import MODEL_DESCRIPTIONS
 from services.ingress.dependencies import BackendsDep
+from services.ingress.schemas import SERVER_ERROR
 
-router = APIRouter(tags=["index"])
+router = APIRouter(tags=["index"], responses=SERVER_ERROR)
 
 
 def _wants_json(request: Request) -> bool:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from services.errors import InputTooLarge, InvalidInput, RaydioError
-from services.ingress.backends import MODEL_DESCRIPTIONS, require_model
+from services.ingress.backends import EMBEDDING_DIMENSIONS, MODEL_DESCRIPTIONS, require_model
 from services.ingress.dependencies import BackendsDep, LimitsDep
 from services.ingress.errors import error_body
 from services.ingress.schemas import (
@@ -34,7 +34,6 @@ from services.ingress.schemas import (
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 
 STARTED = int(time.time())
-EMBEDDING_DIMENSIONS = 384
 
 
 def _card(status) -> ModelCard:
@@ -100,6 +99,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
                                  limits: LimitsDep):
     """Chat completion; with `stream: true` the answer arrives as Server-Sent Events."""
     require_model(body.model, "chat")
+    body.refuse_unsupported()
     if len(body.messages) > limits.max_messages:
         raise InputTooLarge(f"Got {len(body.messages)} messages. At most {limits.max_messages} are allowed.", "messages")
     params = _generation_params(body, limits.max_completion_tokens)
