@@ -1,4 +1,4 @@
-"""The official clients, unmodified, against the running stack: openai and gradio_client."""
+"""The official clients, unmodified, against the running stack: openai, gradio_client, tritonclient and mcp."""
 
 from __future__ import annotations
 
@@ -53,9 +53,35 @@ def test_openai_errors_are_typed(oai):
         oai.embeddings.create(model="text-embedding-3-small", input="x")
 
 
+def test_openai_client_extras(oai):
+    # what the openai client sends when asked for plain, repeatable text
+    request = dict(model="chat", messages=[{"role": "user", "content": "Say a word."}], max_completion_tokens=6,
+                   temperature=1.2, seed=5, presence_penalty=0, frequency_penalty=0, response_format={"type": "text"},
+                   stop=["\n\n"], user="u-1", n=1, logprobs=False)
+    first, second = (oai.chat.completions.create(**request) for _ in range(2))
+    assert first.choices[0].message.content == second.choices[0].message.content
+    assert first.usage.completion_tokens <= 6
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError, match="tools") as refused:
+        oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], tools=[tool])
+    assert refused.value.param == "tools"
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}],
+                                    response_format={"type": "json_object"})
+
+
+@pytest.mark.parametrize(("ui", "endpoint"), [("chat", "/chat"), ("digits", "/classify"), ("embeddings", "/rank")])
+def test_gradio_view_api_names_and_describes_endpoints_and_hides_helpers(base_url, ui, endpoint):
+    api = Client(f"{base_url}/ui/{ui}/", verbose=False).view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == [endpoint], api["named_endpoints"].keys()  # ChatInterface helpers hidden
+    assert not api["unnamed_endpoints"]
+    info = api["named_endpoints"][endpoint]
+    assert len(info["description"]) > 30
+    assert all(p["label"] for p in info["parameters"]) and all(r["label"] for r in info["returns"])
+
+
 def test_gradio_chat_ui(base_url):
     client = Client(f"{base_url}/ui/chat/", verbose=False)
-    assert "/chat" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     answer = client.predict("What is the capital of France?", 16, 0.0, api_name="/chat")
     assert "Paris" in answer
 
