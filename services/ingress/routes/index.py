@@ -35,7 +35,8 @@ async def index(request: Request, backends: BackendsDep):
         "uis": [{"name": name, "path": f"/ui/{name}/", "description": text} for name, text in request.app.state.uis.items()],
         "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "embeddings": "/v1/embeddings",
                 "chat": "/v1/chat/completions", "digits": "/v1/digits/classify",
-                "digits_image": "/v1/digits/classify-image", "health": "/health/ready"},
+                "digits_image": "/v1/digits/classify-image", "open_inference_protocol": "/v2",
+                "mcp": "/mcp/", "health": "/health/ready"},
     }
     if _wants_json(request):
         return JSONResponse(body)
