@@ -37,6 +37,8 @@ raydio is ready after {elapsed:.0f}s ({config_path})
   API docs      {url}/docs
   health        {url}/health/ready
   OpenAI API    {url}/v1  (models: embedder, digits, chat)
+  KServe V2     {url}/v2  (tensor models: digits, embedder; tritonclient works)
+  MCP           {url}/mcp/  (tools for assistants, streamable HTTP)
   chat UI       {url}/ui/chat/
   digits UI     {url}/ui/digits/
   embeddings UI {url}/ui/embeddings/
