@@ -11,7 +11,7 @@ import inspect
 import pytest
 from fastapi.testclient import TestClient
 
-from services.config import IngressArgs, LimitsArgs
+from services.config import AuthArgs, IngressArgs, LimitsArgs
 from services.deployments.chat import ChatDeployment
 from services.deployments.digits import DigitsDeployment
 from services.deployments.embedder import EmbedderDeployment
@@ -98,13 +98,14 @@ def backends(deployments):
 
 @pytest.fixture(scope="session")
 def client(backends, limits):
-    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False))
+    # Auth has its own tests (test_auth.py); here the routes themselves are under test.
+    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False, auth=AuthArgs(enabled=False)))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
 def make_client(handles: dict, limits: LimitsArgs | None = None, timeout_s: float = 60) -> TestClient:
     """A client over handles of the caller's choosing (failing ones, slow ones)."""
-    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), IngressArgs(limits=limits or LimitsArgs(),
-                                                                                    mount_ui=False))
+    args = IngressArgs(limits=limits or LimitsArgs(), mount_ui=False, auth=AuthArgs(enabled=False))
+    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), args)
     return TestClient(app, raise_server_exceptions=False)
