@@ -11,7 +11,8 @@ from services.config import IngressArgs, Settings, get_settings
 from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body
-from services.ingress.routes import auth, digits, health, index, openai
+from services.ingress.routes import auth, digits, health, index, openai, sessions
+from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,10 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     app.state.limits = args.limits
     app.state.settings = settings
     app.state.authenticator = build_authenticator(args, settings)
+    app.state.sessions = SessionStore(settings.database_url)
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, digits):
+    for module in (index, health, auth, openai, sessions, digits):
         app.include_router(module.router)
     if args.mount_ui:
         _mount_uis(app, backends)

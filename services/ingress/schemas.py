@@ -127,6 +127,11 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = Field(None, description="Up to 4 strings that end generation (not included).")
     seed: int | None = Field(None, description="Makes sampling repeatable.")
     user: str | None = Field(None, description="End-user id, accepted for compatibility and not stored.")
+    session_id: str | None = Field(
+        None, description="raydio extension: continue this stored chat session (its history is prepended) and "
+        "append this turn and the answer to it. With the openai client: extra_body={'session_id': ...}.")
+    agent: str | None = Field(None, description="raydio extension: answer as this agent (its system prompt and "
+                              "generation settings apply unless the request sets them).")
 
     @field_validator("stop")
     @classmethod
@@ -200,3 +205,30 @@ class DigitPrediction(BaseModel):
 class DigitsResponse(BaseModel):
     model: str = "digits"
     predictions: list[DigitPrediction]
+
+
+# --- chat sessions ------------------------------------------------------------------------------
+
+class SessionCreate(Strict):
+    title: str = Field("", max_length=200, description="Shown in lists; defaults to the first user message.")
+    agent: str | None = Field(None, description="Bind the session to an agent: its system prompt applies to every turn.")
+
+
+class StoredMessage(BaseModel):
+    role: str
+    content: str
+    tokens: int = Field(description="Tokens of this message, counted by the chat model's tokenizer.")
+    created_at: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    object: Literal["chat.session"] = "chat.session"
+    title: str
+    agent: str | None
+    created_at: str
+    updated_at: str
+
+
+class SessionDetail(SessionInfo):
+    messages: list[StoredMessage]

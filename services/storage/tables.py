@@ -46,6 +46,7 @@ class ChatSession(Base):
     messages: Mapped[list[ChatMessage]] = relationship(
         back_populates="session", cascade="all, delete-orphan", order_by="ChatMessage.id"
     )
+    agent: Mapped[Agent | None] = relationship(lazy="joined")
 
 
 class ChatMessage(Base):

@@ -171,3 +171,14 @@ def test_browser_gets_a_login_page_and_a_session_cookie(client, keys):
     client.cookies.clear()
     assert client.post("/login", data={"api_key": keys[1]["user"], "next": "//evil.example"}).headers["location"] == "/"
     client.cookies.clear()
+
+
+def test_a_key_sees_only_its_own_sessions(client, keys):
+    mine = client.post("/v1/sessions", json={"title": "mine"}, headers=bearer(keys[1]["user"])).json()
+    assert client.get(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["user"])).status_code == 200
+    theirs = client.get(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["admin"]))
+    assert theirs.status_code == 404  # not 403: another key's session does not exist for you
+    assert mine["id"] not in [s["id"] for s in client.get("/v1/sessions", headers=bearer(keys[1]["admin"])).json()]
+    assert client.delete(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["admin"])).status_code == 404
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "session_id": mine["id"]}
+    assert client.post("/v1/chat/completions", json=chat, headers=bearer(keys[1]["admin"])).status_code == 404
