@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -62,8 +63,14 @@ def test_openai_client_without_a_valid_key_is_refused(base_url):
 def test_gradio_chat_ui(base_url, auth_headers):
     client = Client(f"{base_url}/ui/chat/", verbose=False, headers=auth_headers)
     assert "/chat" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    answer = client.predict("What is the capital of France?", 16, 0.0, api_name="/chat")
+    answer, saved = client.predict("What is the capital of France?", 16, 0.0, {}, api_name="/chat")
     assert "Paris" in answer
+    # the browser's session map comes back; sending it again continues the same stored session
+    again, saved_again = client.predict("And of Italy?", 16, 0.0, saved, api_name="/chat")
+    assert saved_again == saved and again
+    session = httpx.get(f"{base_url}/v1/sessions/{saved['']}", headers=auth_headers).json()
+    assert [m["role"] for m in session["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert session["messages"][1]["content"] == answer and session["messages"][3]["content"] == again
 
 
 def test_gradio_digits_ui(base_url, auth_headers, sklearn_digits, tmp_path):
