@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration measure lint check-config prepare clean
+.PHONY: help install install-dev run test test-unit test-integration measure readme-config lint check-config prepare clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -50,6 +50,9 @@ test-integration: install-dev ## Integration tests only (starts Serve on 127.0.0
 
 measure: install ## Time to ready, memory and single-request latency of the local stack
 	$(PY) scripts/measure_stack.py
+
+readme-config: install ## Regenerate the README's configuration tables from services/config.py
+	$(PY) scripts/update-readme-config.py
 
 lint: install-dev ## Ruff
 	$(PY) -m ruff check services tests scripts

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MODEL_NAMES = ("embedder", "digits", "chat")
@@ -34,6 +34,24 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
     num_cpus: int | None = Field(None, description="CPUs a local Ray cluster may use; unset means all.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of raydio's loggers.")
+    environment: Literal["development", "production"] = Field(
+        "development", description="In production, placeholder or missing secrets are refused at start."
+    )
+    database_url: str = Field(
+        f"sqlite:///{Path.home() / '.local' / 'share' / 'raydio' / 'raydio.db'}",
+        description="SQLAlchemy URL: a SQLite file by default, or postgresql+psycopg://user:pass@host/db.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="Key that signs login tokens; shared by every ingress replica. `make run` creates one if unset."
+    )
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < 32 or secret.lower() in {"changeme", "change-me", "secret"}:
+                raise ValueError("RAYDIO_JWT_SECRET must be set to at least 32 random characters in production.")
+        return self
 
 
 @lru_cache
@@ -127,6 +145,15 @@ class LimitsArgs(StrictModel):
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take before a 504.")
 
 
+class AuthArgs(StrictModel):
+    """Authentication of every route but /health/*: API keys, short-lived JWTs, and per-key rate limits."""
+
+    enabled: bool = Field(True, description="Turn off only on a trusted laptop; `make run` then says so.")
+    token_ttl_s: int = Field(900, ge=60, le=86400, description="Lifetime of a login token (JWT) and browser session.")
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute per key unless the key sets its own.")
+    key_cache_s: float = Field(5.0, ge=0, le=300, description="How long a key lookup is cached; bounds how soon a revocation bites.")
+
+
 LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 
 
@@ -146,6 +173,7 @@ class IngressArgs(DeploymentArgs):
     max_ongoing_requests: int = Field(128, ge=1, description="Requests the ingress replica works on at once.")
     max_queued_requests: int = Field(512, ge=-1)
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
+    auth: AuthArgs = Field(default_factory=AuthArgs)
     mount_ui: bool = Field(True, description="Mount the Gradio UIs under /ui/<name>.")
     mcp: McpArgs = Field(default_factory=McpArgs, description="The MCP endpoint.")
 
@@ -245,7 +273,7 @@ def config_reference_markdown() -> str:
             except AttributeError:
                 cells.append("")
         lines.append(f"| `<deployment>.{key}` | {' | '.join(cells)} | {description} |")
-    for section, model in (("limits", LimitsArgs), ("mcp", McpArgs)):
+    for section, model in (("limits", LimitsArgs), ("auth", AuthArgs), ("mcp", McpArgs)):
         lines += ["", f"| `args.ingress.{section}.*` | default | meaning |", "|---|---|---|"]
         for key, description in _leaves(model):
             default = _lookup(getattr(defaults.ingress, section), key)

@@ -26,7 +26,8 @@ class ChatDeployment:
         self.model = ChatModel(Path(cache_dir), device).load()
 
     async def generate(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
-        """Stream ``{"prompt_tokens"}`` first (after validation), then ``{"text", "finish_reason", "completion_tokens"}``."""
+        """Stream ``{"prompt_tokens", "message_tokens"}`` first (after validation), then ``{"text", "finish_reason",
+        "completion_tokens"}`` per step."""
         generation = GenerationParams(**params)
         try:
             prompt_ids = self.model.prompt_ids(messages)
@@ -39,7 +40,7 @@ class ChatDeployment:
                 f"{limit} prompt tokens are accepted.",
                 "messages",
             )
-        yield {"prompt_tokens": len(prompt_ids)}
+        yield {"prompt_tokens": len(prompt_ids), "message_tokens": [self.model.count_tokens(m["content"]) for m in messages]}
         steps = self.model.generate(prompt_ids, generation)
         while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
             yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}

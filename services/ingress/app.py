@@ -8,10 +8,12 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs
+from services.config import IngressArgs, Settings, get_settings
+from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
-from services.ingress.routes import digits, health, index, openai, v2
+from services.ingress.routes import auth, digits, health, index, openai, sessions, v2
+from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +72,21 @@ class _TooLarge(Exception):
     pass
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) -> FastAPI:
-    """Build the FastAPI app: REST routers, error handlers, body limit and (optionally) the Gradio UIs."""
+def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator | None:
+    if not args.auth.enabled:
+        logger.warning("authentication is DISABLED by configuration (ingress.auth.enabled: false)")
+        return None
+    if settings.jwt_secret is None:
+        raise RuntimeError("Authentication is on but RAYDIO_JWT_SECRET is not set; every ingress replica needs the same one.")
+    return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
+
+
+def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI app: REST routers, error handlers, auth, body limit and (optionally) the Gradio UIs."""
     from services.ingress.errors import add_exception_handlers
 
     args = args or IngressArgs()
+    settings = settings or get_settings()
     mcp_server = None
     if args.mcp.enabled:
         from services.ingress.mcp_server import build_mcp_app, build_mcp_server
@@ -91,23 +103,28 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) 
     app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.backends = backends
     app.state.limits = args.limits
+    app.state.settings = settings
+    app.state.authenticator = build_authenticator(args, settings)
+    app.state.sessions = SessionStore(settings.database_url)
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, openai, digits, v2):
+    for module in (index, health, auth, openai, sessions, digits, v2):
         app.include_router(module.router)
     if mcp_server:
         app.mount("/mcp", mcp_app)  # a plain sub-app: app-wide middleware (body limit, auth) covers it
     if args.mount_ui:
-        _mount_uis(app, backends)
+        _mount_uis(app, backends, app.state.sessions)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
+    # Added last, so outermost: nothing (REST, Gradio, docs) is reached without credentials.
+    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
     return app
 
 
-def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
+def _mount_uis(app: FastAPI, backends: ModelBackends, sessions: SessionStore) -> None:
     import gradio as gr
 
     from services.ingress.ui import UI_BUILDERS
 
     for name, (description, builder) in UI_BUILDERS.items():
-        gr.mount_gradio_app(app, builder(backends), path=f"/ui/{name}", footer_links=["api"])
+        gr.mount_gradio_app(app, builder(backends, sessions), path=f"/ui/{name}", footer_links=["api"])
         app.state.uis[name] = description

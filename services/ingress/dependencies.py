@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from services.config import LimitsArgs
 from services.ingress.backends import ModelBackends
+from services.ingress.sessions import SessionStore
 
 
 def get_backends(request: Request) -> ModelBackends:
@@ -18,5 +19,10 @@ def get_limits(request: Request) -> LimitsArgs:
     return request.app.state.limits
 
 
+def get_sessions(request: Request) -> SessionStore:
+    return request.app.state.sessions
+
+
 BackendsDep = Annotated[ModelBackends, Depends(get_backends)]
+SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
 LimitsDep = Annotated[LimitsArgs, Depends(get_limits)]

@@ -34,7 +34,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 SERVER_ERROR: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorResponse, "description": "Unexpected failure. It is logged; the body reveals nothing internal."},
 }
-ERROR_RESPONSES.update(SERVER_ERROR)
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing, invalid, expired or revoked credentials."},
+    403: {"model": ErrorResponse, "description": "The key lacks the scope this route needs."},
+    429: {"model": ErrorResponse, "description": "The key's rate limit is exhausted; see Retry-After."},
+}
+ERROR_RESPONSES.update({**AUTH_ERRORS, **SERVER_ERROR})
 
 
 # --- health -------------------------------------------------------------------------------------
@@ -154,6 +159,11 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = Field(None, description="Up to 4 strings that end generation (not included).")
     seed: int | None = Field(None, description="Makes sampling repeatable.")
     user: str | None = Field(None, description="End-user id, accepted for compatibility and not stored.")
+    session_id: str | None = Field(
+        None, description="raydio extension: continue this stored chat session (its history is prepended) and "
+        "append this turn and the answer to it. With the openai client: extra_body={'session_id': ...}.")
+    agent: str | None = Field(None, description="raydio extension: answer as this agent (its system prompt and "
+                              "generation settings apply unless the request sets them).")
     safety_identifier: str | None = Field(None, description="Like `user`: accepted, not stored.")
     prompt_cache_key: str | None = Field(None, description="Accepted for compatibility; there is no prompt cache.")
     metadata: dict[str, str] | None = Field(None, description="Accepted for compatibility; completions are not stored.")
@@ -263,3 +273,32 @@ class DigitPrediction(BaseModel):
 class DigitsResponse(BaseModel):
     model: str = "digits"
     predictions: list[DigitPrediction]
+
+
+# --- chat sessions ------------------------------------------------------------------------------
+
+class SessionCreate(Strict):
+    title: str = Field("", max_length=200, description="Shown in lists; defaults to the first user message.")
+    agent: str | None = Field(None, description="Bind the session to an agent: its system prompt applies to every turn.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"title": "Trip planning"}]})
+
+
+class StoredMessage(BaseModel):
+    role: str
+    content: str
+    tokens: int = Field(description="Tokens of this message, counted by the chat model's tokenizer.")
+    created_at: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    object: Literal["chat.session"] = "chat.session"
+    title: str
+    agent: str | None
+    created_at: str
+    updated_at: str
+
+
+class SessionDetail(SessionInfo):
+    messages: list[StoredMessage]

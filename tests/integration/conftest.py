@@ -27,7 +27,21 @@ def _port_free(host: str, port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def base_url() -> str:
+def admin_key(tmp_path_factory) -> str:
+    """A fresh SQLite database for the session, migrated, with one admin key; replicas get it through the env."""
+    os.environ["RAYDIO_DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('db')}/raydio.db"
+    get_settings.cache_clear()
+    settings = runner.prepare_state(get_settings())
+    return runner.ensure_admin_key(settings)
+
+
+@pytest.fixture(scope="session")
+def auth_headers(admin_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+@pytest.fixture(scope="session")
+def base_url(admin_key) -> str:
     port = int(os.environ.get("RAYDIO_TEST_HTTP_PORT", "8000"))
     if not _port_free("127.0.0.1", port):
         pytest.fail(f"127.0.0.1:{port} is in use; stop the other server (make run?) or set RAYDIO_TEST_HTTP_PORT.")
@@ -44,8 +58,8 @@ def base_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+def http(base_url, auth_headers):
+    with httpx.Client(base_url=base_url, timeout=60, headers=auth_headers) as client:
         yield client
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from contextlib import asynccontextmanager
 from urllib.parse import urlparse
 
 import numpy as np
@@ -12,16 +13,36 @@ from mcp import Client as McpClient
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import digit_png
 
 
+class BearerAuth(InferenceServerClientPlugin):
+    """tritonclient's plugin hook (as its BasicAuth uses) adds the API key to every request."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def __call__(self, request) -> None:
+        request.headers.update(self.headers)
+
+
 @pytest.fixture(scope="module")
-def triton_client(base_url):
+def triton_client(base_url, auth_headers):
     client = triton.InferenceServerClient(url=urlparse(base_url).netloc, network_timeout=120, connection_timeout=30)
+    client.register_plugin(BearerAuth(auth_headers))
     yield client
     client.close()
+
+
+def test_triton_without_a_key_is_refused_with_the_protocols_error(base_url):
+    with triton.InferenceServerClient(url=urlparse(base_url).netloc) as client:
+        assert client.is_server_live()  # probes stay open
+        with pytest.raises(InferenceServerException, match="Missing credentials") as error:
+            client.get_model_metadata("digits")
+        assert error.value.status() == "401"
 
 
 def test_triton_health_and_metadata(triton_client):
@@ -78,8 +99,18 @@ def test_triton_errors_carry_the_servers_message(triton_client):
 
 # --- MCP ---------------------------------------------------------------------------------------------
 
-async def test_mcp_tools_with_the_official_client(base_url, sklearn_digits):
-    async with McpClient(f"{base_url}/mcp/") as client:
+@asynccontextmanager
+async def mcp_session(url: str, headers: dict[str, str]):
+    """The official client over streamable HTTP, with its own HTTP client carrying the API key."""
+    async with (create_mcp_http_client(headers=headers) as http,
+                streamable_http_client(url, http_client=http) as (read, write),
+                ClientSession(read, write) as session):
+        await session.initialize()
+        yield session
+
+
+async def test_mcp_tools_with_the_official_client(base_url, auth_headers, sklearn_digits):
+    async with mcp_session(f"{base_url}/mcp/", auth_headers) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert {"list_models", "embed", "rank_by_similarity", "classify_digit", "classify_digit_image", "chat"} <= set(tools)
         assert all(tool.description and tool.input_schema["type"] == "object" for tool in tools.values())
@@ -109,12 +140,15 @@ async def test_mcp_tools_with_the_official_client(base_url, sklearn_digits):
         assert refused.is_error and "pixels" in refused.content[0].text
 
 
-async def test_mcp_session_over_explicit_transport_with_headers(base_url):
-    # The form an authenticated client uses: its own HTTP client carrying headers. /mcp redirects to /mcp/.
-    async with (create_mcp_http_client(headers={"X-Request-ID": "mcp-test"}) as http,
-                streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write),
+async def test_mcp_needs_the_api_key_and_follows_the_slash_redirect(base_url, auth_headers):
+    async with (create_mcp_http_client(headers=auth_headers) as http,
+                streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write),  # 307 to /mcp/
                 ClientSession(read, write) as session):
         initialized = await session.initialize()
         assert initialized.server_info.name == "raydio" and "list_models" in initialized.instructions
         result = await session.call_tool("embed", {"texts": ["x" * 5]})
         assert not result.is_error and result.structured_content["dimensions"] == 384
+    with pytest.raises(Exception) as refused:  # noqa: B017 - the SDK wraps the 401 in task-group exceptions
+        async with McpClient(f"{base_url}/mcp/") as client:
+            await client.list_tools()
+    assert "401" in repr(refused.value) or "Unauthorized" in repr(refused.value)

@@ -11,7 +11,7 @@ import inspect
 import pytest
 from fastapi.testclient import TestClient
 
-from services.config import IngressArgs, LimitsArgs, McpArgs
+from services.config import AuthArgs, IngressArgs, LimitsArgs, McpArgs, Settings
 from services.deployments.chat import ChatDeployment
 from services.deployments.digits import DigitsDeployment
 from services.deployments.embedder import EmbedderDeployment
@@ -97,15 +97,28 @@ def backends(deployments):
 
 
 @pytest.fixture(scope="session")
-def client(backends, limits):
-    # TestClient sends Host: testserver; MCP answers only the hosts it is told to (DNS-rebinding protection).
-    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False, mcp=McpArgs(allowed_hosts=("testserver",))))
+def unit_settings(tmp_path_factory) -> Settings:
+    """Settings over a fresh, migrated SQLite file: unit tests never touch the user's database."""
+    from services.storage.db import migrate
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('unit-db')}/raydio.db",
+                        jwt_secret="unit-test-secret-" + "x" * 32)
+    migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def client(backends, limits, unit_settings):
+    # Auth has its own tests (test_auth.py); here the routes themselves are under test. TestClient sends
+    # Host: testserver, and MCP answers only the hosts it is told to (DNS-rebinding protection).
+    args = IngressArgs(limits=limits, mount_ui=False, auth=AuthArgs(enabled=False), mcp=McpArgs(allowed_hosts=("testserver",)))
+    app = build_ingress_app(backends, args, unit_settings)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
-def make_client(handles: dict, limits: LimitsArgs | None = None, timeout_s: float = 60) -> TestClient:
+def make_client(handles: dict, settings: Settings, timeout_s: float = 60) -> TestClient:
     """A client over handles of the caller's choosing (failing ones, slow ones)."""
-    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), IngressArgs(limits=limits or LimitsArgs(),
-                                                                                    mount_ui=False))
+    args = IngressArgs(mount_ui=False, auth=AuthArgs(enabled=False))
+    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), args, settings)
     return TestClient(app, raise_server_exceptions=False)

@@ -82,14 +82,14 @@ def test_unknown_models_and_routes_are_404_in_the_protocol_shape(client, path, n
     _v2_error(client.get(path), 404, needle)
 
 
-def test_not_ready_is_503():
+def test_not_ready_is_503(unit_settings):
     from ray.exceptions import RayActorError
 
     class Broken:
         async def info(self):
             raise RayActorError()
 
-    with make_client({"digits": LocalHandle(Broken()), "embedder": LocalHandle(Broken())}) as client:
+    with make_client({"digits": LocalHandle(Broken()), "embedder": LocalHandle(Broken())}, unit_settings) as client:
         _v2_error(client.get("/v2/models/digits/ready"), 503, "digits")
         _v2_error(client.get("/v2/health/ready"), 503, "Not ready")
         assert client.get("/v2/health/live").status_code == 200

@@ -92,11 +92,17 @@ class V2Error(BaseModel):
     error: str = Field(description="What was wrong, in words a client can show.")
 
 
+V2_SERVER_ERROR: dict[int | str, dict[str, Any]] = {
+    500: {"model": V2Error, "description": "Unexpected failure. It is logged; the body reveals nothing internal."},
+}
 V2_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": V2Error, "description": "Missing, invalid, expired or revoked credentials."},
+    403: {"model": V2Error, "description": "The key lacks the inference scope."},
+    429: {"model": V2Error, "description": "The key's rate limit is exhausted; see Retry-After."},
     400: {"model": V2Error, "description": "Malformed request: bad JSON, unknown or missing tensors, wrong datatype or shape."},
     404: {"model": V2Error, "description": "Unknown model or version, or a model without a tensor interface."},
     413: {"model": V2Error, "description": "Request body larger than the configured limit."},
     503: {"model": V2Error, "description": "Model not ready, at capacity, or its replica failed; see Retry-After."},
     504: {"model": V2Error, "description": "The model did not answer in time."},
-    500: {"model": V2Error, "description": "Unexpected failure. It is logged; the body reveals nothing internal."},
+    **V2_SERVER_ERROR,
 }

@@ -9,9 +9,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from services.ingress.backends import MODEL_DESCRIPTIONS
 from services.ingress.dependencies import BackendsDep
-from services.ingress.schemas import SERVER_ERROR
+from services.ingress.schemas import AUTH_ERRORS, SERVER_ERROR
 
-router = APIRouter(tags=["index"], responses=SERVER_ERROR)
+router = APIRouter(tags=["index"], responses={**AUTH_ERRORS, **SERVER_ERROR})
 
 
 def _wants_json(request: Request) -> bool:

@@ -21,6 +21,7 @@ from services.ingress.dependencies import BackendsDep, LimitsDep
 from services.ingress.oip.dataplane import DataPlane, InferenceResult
 from services.ingress.oip.types import (
     V2_ERROR_RESPONSES,
+    V2_SERVER_ERROR,
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -31,7 +32,8 @@ from services.ingress.oip.types import (
     V2Error,
 )
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=V2_ERROR_RESPONSES)
+# The health probes are open (no credentials) and touch no model: they only document the 500.
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=V2_SERVER_ERROR)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -43,9 +45,11 @@ def get_dataplane(backends: BackendsDep) -> DataPlane:
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 
 _NOT_READY = {503: {"model": V2Error, "description": "Not ready: a model deployment did not answer."}}
+_MODEL_ROUTE = {**V2_ERROR_RESPONSES, **_NOT_READY}
 
 
-@router.get("", response_model=ServerMetadata, summary="Server metadata")
+@router.get("", response_model=ServerMetadata, responses={k: V2_ERROR_RESPONSES[k] for k in (401, 403, 429)},
+            summary="Server metadata")
 async def server_metadata(dataplane: DataPlaneDep) -> dict:
     """Name, version and the protocol extensions this server supports."""
     return dataplane.server_metadata()
@@ -67,17 +71,18 @@ async def server_ready(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse({"ready": True})
 
 
-@router.get("/models/{name}", response_model=ModelMetadata, summary="Model metadata", operation_id="v2_model_metadata")
-@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, summary="Model metadata (version)",
-            operation_id="v2_model_version_metadata")
+@router.get("/models/{name}", response_model=ModelMetadata, responses=V2_ERROR_RESPONSES, summary="Model metadata",
+            operation_id="v2_model_metadata")
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=V2_ERROR_RESPONSES,
+            summary="Model metadata (version)", operation_id="v2_model_version_metadata")
 async def model_metadata(name: str, dataplane: DataPlaneDep, version: str | None = None) -> dict:
     """Inputs and outputs with datatypes and shapes (-1: variable), and the versions served."""
     return dataplane.model_metadata(name, version)
 
 
-@router.get("/models/{name}/ready", response_model=ModelReady, responses=_NOT_READY, summary="Model readiness",
+@router.get("/models/{name}/ready", response_model=ModelReady, responses=_MODEL_ROUTE, summary="Model readiness",
             operation_id="v2_model_ready")
-@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_NOT_READY,
+@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_MODEL_ROUTE,
             summary="Model readiness (version)", operation_id="v2_model_version_ready")
 async def model_ready(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:
     """200 when the model's deployment answers, 503 otherwise."""
@@ -100,6 +105,7 @@ _INFER_BODY = {
     },
 }
 _INFER_RESPONSES = {
+    **V2_ERROR_RESPONSES,
     200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
           "description": f"JSON, or with binary outputs: the JSON response ({HEADER_LENGTH} bytes) followed by their "
                          "data. Compressed when Accept-Encoding asks for gzip or deflate."},
