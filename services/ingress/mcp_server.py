@@ -108,6 +108,18 @@ def _digit(probabilities: list[float], pixels: list[list[float]] | None = None) 
     return DigitResult(label=label, confidence=probabilities[label], probabilities=probabilities, pixels=pixels)
 
 
+async def _complete(backends: ModelBackends, messages: list[dict], params: dict) -> ChatResult:
+    """The whole answer of a streamed generation."""
+    text, finish_reason, prompt_tokens, completion_tokens = [], None, 0, 0
+    async for chunk in backends.chat(messages, params):
+        prompt_tokens = chunk.get("prompt_tokens", prompt_tokens)
+        text.append(chunk.get("text", ""))
+        finish_reason = chunk.get("finish_reason") or finish_reason
+        completion_tokens = chunk.get("completion_tokens") or completion_tokens
+    return ChatResult(text="".join(text), finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                      completion_tokens=completion_tokens)
+
+
 TOOLS_BY_MODEL = {"embedder": ["embed", "rank_by_similarity"], "digits": ["classify_digit", "classify_digit_image"],
                   "chat": ["chat"]}
 
@@ -176,18 +188,7 @@ def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs)
             raise ToolError(f"max_tokens is {max_tokens}; this server generates at most {limits.max_completion_tokens}.")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": 1.0, "stop": (), "seed": None}
-        text, finish_reason, prompt_tokens, completion_tokens = [], None, 0, 0
-        async def collect():
-            nonlocal finish_reason, prompt_tokens, completion_tokens
-            async for chunk in backends.chat(messages, params):
-                prompt_tokens = chunk.get("prompt_tokens", prompt_tokens)
-                text.append(chunk.get("text", ""))
-                finish_reason = chunk.get("finish_reason") or finish_reason
-                completion_tokens = chunk.get("completion_tokens") or completion_tokens
-
-        await _model_call(collect())
-        return ChatResult(text="".join(text), finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens)
+        return await _model_call(_complete(backends, messages, params))
 
 
 def build_mcp_server(backends: ModelBackends, limits: LimitsArgs) -> MCPServer:
