@@ -7,11 +7,12 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs, Settings, get_settings
+from services.config import IngressArgs, JobsArgs, Settings, get_settings
 from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body
-from services.ingress.routes import auth, digits, health, index, openai, sessions
+from services.ingress.jobs import JobStore
+from services.ingress.routes import auth, digits, health, index, jobs, openai, sessions
 from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator 
     return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None) -> FastAPI:
+def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None,
+                      jobs_args: JobsArgs | None = None) -> FastAPI:
     """Build the FastAPI app: REST routers, error handlers, auth, body limit and (optionally) the Gradio UIs."""
     from services.ingress.errors import add_exception_handlers
 
@@ -90,9 +92,11 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     app.state.settings = settings
     app.state.authenticator = build_authenticator(args, settings)
     app.state.sessions = SessionStore(settings.database_url)
+    app.state.jobs = JobStore(settings.database_url)
+    app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, digits):
+    for module in (index, health, auth, openai, sessions, jobs, digits):
         app.include_router(module.router)
     if args.mount_ui:
         _mount_uis(app, backends, app.state.sessions)
