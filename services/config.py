@@ -178,6 +178,17 @@ class IngressArgs(DeploymentArgs):
     mcp: McpArgs = Field(default_factory=McpArgs, description="The MCP endpoint.")
 
 
+class JobsArgs(DeploymentArgs):
+    """The durable job runner."""
+
+    max_ongoing_requests: int = Field(8, ge=1, description="Status calls one runner replica answers at once.")
+    lease_s: float = Field(30.0, ge=1, description="A runner holds a job this long between renewals; a dead runner's "
+                           "job is taken over after it runs out.")
+    chunk_size: int = Field(16, ge=1, le=1024, description="Items computed and recorded together.")
+    poll_interval_s: float = Field(0.5, gt=0, le=60, description="How often an idle runner looks for new jobs.")
+    max_items: int = Field(10_000, ge=1, description="Most items one job may hold.")
+
+
 class RaydioAppArgs(StrictModel):
     """``args`` of ``services.app:build_app`` in a Serve config file."""
 
@@ -186,6 +197,7 @@ class RaydioAppArgs(StrictModel):
     embedder: EmbedderArgs = Field(default_factory=EmbedderArgs)
     digits: DigitsArgs = Field(default_factory=DigitsArgs)
     chat: ChatArgs = Field(default_factory=ChatArgs)
+    jobs: JobsArgs = Field(default_factory=JobsArgs)
 
 
 class ConfigError(ValueError):
@@ -257,7 +269,7 @@ def config_reference_markdown() -> str:
         default = str(field.get_default(call_default_factory=True)).replace(home, "~")
         lines.append(f"| `RAYDIO_{name.upper()}` | `{default}` | {field.description} |")
     defaults = RaydioAppArgs()
-    sections = ("ingress", "embedder", "digits", "chat")
+    sections = ("ingress", "embedder", "digits", "chat", "jobs")
     lines += ["", f"| `args` of `services.app:build_app` | {' | '.join(sections)} | meaning |",
               "|---|" + "---|" * len(sections) + "---|",
               f"| `device` | `{defaults.device}` (all) |{' |' * (len(sections) - 1)} "
@@ -265,6 +277,7 @@ def config_reference_markdown() -> str:
     keys = dict(_leaves(DeploymentArgs))
     keys.update(dict(_leaves(BatchingArgs, "batching.")))
     keys["seed"] = DigitsArgs.model_fields["seed"].description
+    keys.update({k: d for k, d in _leaves(JobsArgs) if k not in keys})
     for key, description in keys.items():
         cells = []
         for section in sections:

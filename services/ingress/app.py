@@ -8,11 +8,12 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs, Settings, get_settings
+from services.config import IngressArgs, JobsArgs, Settings, get_settings
 from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
-from services.ingress.routes import auth, digits, health, index, openai, sessions, v2
+from services.ingress.jobs import JobStore
+from services.ingress.routes import auth, digits, health, index, jobs, openai, sessions, v2
 from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -81,18 +82,14 @@ def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator 
     return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None) -> FastAPI:
+def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None,
+                      jobs_args: JobsArgs | None = None) -> FastAPI:
     """Build the FastAPI app: REST routers, error handlers, auth, body limit and (optionally) the Gradio UIs."""
     from services.ingress.errors import add_exception_handlers
 
     args = args or IngressArgs()
     settings = settings or get_settings()
     mcp_server = None
-    if args.mcp.enabled:
-        from services.ingress.mcp_server import build_mcp_app, build_mcp_server
-
-        mcp_server = build_mcp_server(backends, args.limits)
-        mcp_app = build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -106,12 +103,18 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     app.state.settings = settings
     app.state.authenticator = build_authenticator(args, settings)
     app.state.sessions = SessionStore(settings.database_url)
+    app.state.jobs = JobStore(settings.database_url)
+    app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, digits, v2):
+    for module in (index, health, auth, openai, sessions, jobs, digits, v2):
         app.include_router(module.router)
-    if mcp_server:
-        app.mount("/mcp", mcp_app)  # a plain sub-app: app-wide middleware (body limit, auth) covers it
+    if args.mcp.enabled:
+        from services.ingress.mcp_server import build_mcp_app, build_mcp_server
+
+        mcp_server = build_mcp_server(backends, args.limits, app.state.jobs, app.state.jobs_args)
+        # a plain sub-app: app-wide middleware (auth, body limit) covers it
+        app.mount("/mcp", build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes))
     if args.mount_ui:
         _mount_uis(app, backends, app.state.sessions)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from services.config import LimitsArgs
 from services.ingress.backends import ModelBackends
+from services.ingress.jobs import JobStore
 from services.ingress.sessions import SessionStore
 
 
@@ -23,6 +24,11 @@ def get_sessions(request: Request) -> SessionStore:
     return request.app.state.sessions
 
 
+def get_jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
 BackendsDep = Annotated[ModelBackends, Depends(get_backends)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
 SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
 LimitsDep = Annotated[LimitsArgs, Depends(get_limits)]

@@ -4,8 +4,8 @@ Served by the official ``mcp`` SDK (2.x, ``MCPServer``) over streamable HTTP, mo
 ``/mcp`` as a plain sub-app so app-wide middleware (body limit, auth) covers it. The session manager runs
 stateless: any ingress replica can answer any request, so the endpoint scales like the REST API.
 
-Tools are grouped by what they serve. Job tools (submit a job, read its state and result) belong in a
-``_job_tools(server, ...)`` group beside ``_model_tools`` once the job runner exists (issue 3).
+Tools come in two groups: the models, called directly, and durable jobs (stored, run in the background by
+the job runner, owned by the caller's API key exactly as through ``/v1/jobs``).
 """
 
 from __future__ import annotations
@@ -13,24 +13,28 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Annotated
+from contextlib import contextmanager
+from typing import Annotated, Literal
 
 import numpy as np
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 
-from services.config import LimitsArgs, McpArgs
+from services.config import JobsArgs, LimitsArgs, McpArgs
 from services.errors import RaydioError
 from services.ingress.backends import MODEL_DESCRIPTIONS, ModelBackends
+from services.ingress.jobs import JobStore, job_params
+from services.ingress.schemas import CompleteJob, JobCreate, JobInfo
 
 INSTRUCTIONS = """raydio serves three PyTorch models. Use `list_models` to see which are ready.
 `embed` and `rank_by_similarity` work on sentences (all-MiniLM-L6-v2); `classify_digit` and
 `classify_digit_image` recognise one handwritten digit; `chat` asks a small (135M) instruction-tuned
-model, which is fast but not knowledgeable: do not rely on it for facts."""
+model, which is fast but not knowledgeable: do not rely on it for facts. For many inputs at once,
+`submit_job` stores a batch that runs in the background; poll it with `get_job`."""
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 SAMPLED = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hint=False)
@@ -74,6 +78,10 @@ class DigitResult(BaseModel):
     pixels: list[list[float]] | None = Field(None, description="For images: the 8x8 grid (ink 0-16) the model saw.")
 
 
+class JobList(BaseModel):
+    jobs: list[JobInfo] = Field(description="Most recent first; results omitted (read one job for them).")
+
+
 class ChatResult(BaseModel):
     text: str = Field(description="The model's answer.")
     finish_reason: str | None = Field(description="stop (the model ended) or length (max_tokens reached).")
@@ -95,10 +103,19 @@ ImageBase64 = Annotated[str, Field(
                               "on a light background or the reverse; any size. It is cropped and scaled to 8x8.")]
 
 
-async def _model_call(awaitable):
+JobKind = Annotated[Literal["embed", "classify", "complete"], Field(
+    description="embed: texts to 384-d vectors; classify: 8x8 digit grids to labels; complete: prompts to answers.")]
+JobInputs = Annotated[list[str] | list[Grid], Field(
+    min_length=1, description="One item per result: texts for embed and complete, 8x8 grids (ink 0-16) for classify. "
+                              "Up to 10 000 items by default.")]
+JOB_CREATE = TypeAdapter(JobCreate)
+
+
+@contextmanager
+def _tool_errors():
     """Domain errors become tool errors the assistant can read and act on."""
     try:
-        return await awaitable
+        yield
     except RaydioError as exc:
         raise ToolError(exc.message) from exc
 
@@ -138,7 +155,8 @@ def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs)
     async def embed(texts: Texts) -> EmbedResult:
         """Turn texts into 384-dimensional sentence embeddings (all-MiniLM-L6-v2, L2-normalised, so the dot product
         is the cosine similarity). Use for storing vectors; to compare texts, rank_by_similarity is simpler."""
-        result = await _model_call(backends.embed(texts))
+        with _tool_errors():
+            result = await backends.embed(texts)
         return EmbedResult(dimensions=len(result["vectors"][0]), embeddings=result["vectors"], tokens=result["tokens"])
 
     @server.tool(title="Rank texts by similarity", annotations=READ_ONLY)
@@ -148,7 +166,8 @@ def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs)
     ) -> SimilarityResult:
         """Rank texts by how close their meaning is to the query (semantic search over a short list), most
         similar first. Scores are cosine similarities: above ~0.5 is closely related, near 0 unrelated."""
-        result = await _model_call(backends.embed([query, *texts]))
+        with _tool_errors():
+            result = await backends.embed([query, *texts])
         vectors = np.asarray(result["vectors"], dtype=np.float32)
         scores = vectors[1:] @ vectors[0]
         order = np.argsort(-scores, kind="stable")
@@ -158,7 +177,8 @@ def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs)
     @server.tool(title="Classify a digit grid", annotations=READ_ONLY)
     async def classify_digit(pixels: Grid) -> DigitResult:
         """Recognise one handwritten digit (0-9) given as an 8x8 grid of ink intensities from 0 to 16."""
-        probabilities = await _model_call(backends.classify(np.asarray([pixels], dtype=np.float32)))
+        with _tool_errors():
+            probabilities = await backends.classify(np.asarray([pixels], dtype=np.float32))
         return _digit(probabilities[0])
 
     @server.tool(title="Classify a digit image", annotations=READ_ONLY)
@@ -169,7 +189,8 @@ def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs)
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise ToolError("image_base64 is not valid base64.") from None
-        result = await _model_call(backends.classify_image(data))
+        with _tool_errors():
+            result = await backends.classify_image(data)
         return _digit(result["probabilities"], result["pixels"])
 
     @server.tool(title="Chat with a small model", annotations=SAMPLED)
@@ -188,10 +209,59 @@ def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs)
             raise ToolError(f"max_tokens is {max_tokens}; this server generates at most {limits.max_completion_tokens}.")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": 1.0, "stop": (), "seed": None}
-        return await _model_call(_complete(backends, messages, params))
+        with _tool_errors():
+            return await _complete(backends, messages, params)
 
 
-def build_mcp_server(backends: ModelBackends, limits: LimitsArgs) -> MCPServer:
+def _owner(ctx: Context) -> str:
+    """The API key the request came with (set by the ingress's auth middleware); jobs belong to it."""
+    request = ctx.request_context.request
+    principal = getattr(getattr(request, "state", None), "principal", None)
+    if principal is None:
+        raise ToolError("Job tools need an authenticated HTTP request.")
+    return principal.key_id
+
+
+def _job_tools(server: MCPServer, jobs: JobStore, jobs_args: JobsArgs, limits: LimitsArgs) -> None:
+    @server.tool(title="Submit a batch job", annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                                                                          idempotent_hint=False, open_world_hint=False))
+    async def submit_job(
+        ctx: Context,
+        kind: JobKind,
+        inputs: JobInputs,
+        max_tokens: Annotated[int, Field(ge=1, description="complete only: tokens per answer.")] = 64,
+        temperature: Annotated[float, Field(ge=0, le=2, description="complete only: 0 is deterministic.")] = 0.7,
+    ) -> JobInfo:
+        """Store a batch (many texts to embed, grids to classify or prompts to answer) that runs in the background
+        and survives restarts. Returns at once with the job's id and status; poll get_job for progress and results."""
+        extra = {"max_tokens": max_tokens, "temperature": temperature} if kind == "complete" else {}
+        try:
+            job = JOB_CREATE.validate_python({"kind": kind, "inputs": inputs, **extra})
+        except ValidationError as exc:
+            raise ToolError("Invalid job: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'][1:])) or 'job'}: {e['msg']}" for e in exc.errors())) from None
+        generation = {"max_tokens": job.max_tokens, "temperature": job.temperature} if isinstance(job, CompleteJob) else {}
+        with _tool_errors():
+            params = job_params(job.kind, job.inputs, jobs_args.max_items, limits, **generation)
+        return JobInfo.model_validate(await jobs.submit(_owner(ctx), job.kind, job.inputs, params))
+
+    @server.tool(title="Read a job", annotations=READ_ONLY)
+    async def get_job(
+        ctx: Context,
+        job_id: Annotated[str, Field(min_length=1, description="The id submit_job returned.")],
+    ) -> JobInfo:
+        """A job's status (queued, running, succeeded, failed, cancelled), progress, and its results once it
+        succeeded: one per input, in order."""
+        with _tool_errors():
+            return JobInfo.model_validate(await jobs.get(_owner(ctx), job_id))
+
+    @server.tool(title="List jobs", annotations=READ_ONLY)
+    async def list_jobs(ctx: Context) -> JobList:
+        """The caller's most recent jobs with status and progress (without results)."""
+        return JobList(jobs=[JobInfo.model_validate(job) for job in await jobs.list(_owner(ctx))])
+
+
+def build_mcp_server(backends: ModelBackends, limits: LimitsArgs, jobs: JobStore, jobs_args: JobsArgs) -> MCPServer:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     server = MCPServer(name="raydio", title="raydio models", version="0.1.0", instructions=INSTRUCTIONS,
@@ -199,6 +269,7 @@ def build_mcp_server(backends: ModelBackends, limits: LimitsArgs) -> MCPServer:
     root.handlers[:] = handlers  # MCPServer calls logging.basicConfig; the host process owns logging
     root.setLevel(level)
     _model_tools(server, backends, limits)
+    _job_tools(server, jobs, jobs_args, limits)
     return server
 
 

@@ -302,3 +302,49 @@ class SessionInfo(BaseModel):
 
 class SessionDetail(SessionInfo):
     messages: list[StoredMessage]
+
+
+# --- durable jobs -------------------------------------------------------------------------------
+
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=20_000)]
+PixelGrid = Annotated[list[Annotated[list[Annotated[float, Field(ge=0, le=16)]], Field(min_length=8, max_length=8)]],
+                      Field(min_length=8, max_length=8)]
+
+
+class EmbedJob(Strict):
+    kind: Literal["embed"]
+    inputs: list[NonEmptyText] = Field(min_length=1, description="Texts to embed; results are 384-d vectors.")
+
+
+class ClassifyJob(Strict):
+    kind: Literal["classify"]
+    inputs: list[PixelGrid] = Field(min_length=1, description="8x8 grids of ink 0..16; results are labels and probabilities.")
+
+
+class CompleteJob(Strict):
+    kind: Literal["complete"]
+    inputs: list[NonEmptyText] = Field(min_length=1, description="Prompts, each answered as a one-turn chat.")
+    max_tokens: int = Field(64, ge=1, description="Tokens per answer (bounded by the server's limit).")
+    temperature: float = Field(0.7, ge=0, le=2)
+
+
+JobCreate = Annotated[EmbedJob | ClassifyJob | CompleteJob, Field(discriminator="kind")]
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobInfo(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    error: str | None
+    attempts: int = Field(description="How many times a runner claimed it (more than 1 after a runner died).")
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    results: list[Any] | None = Field(description="One output per input, in order, once the job succeeded.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from contextlib import asynccontextmanager
 from urllib.parse import urlparse
 
@@ -158,3 +160,22 @@ async def test_mcp_needs_the_api_key_and_follows_the_slash_redirect(base_url, au
         async with McpClient(f"{base_url}/mcp/") as client:
             await client.list_tools()
     assert refused.group_contains(MCPError)
+
+
+async def test_mcp_job_round_trip(base_url, auth_headers, sklearn_digits):
+    async with mcp_session(f"{base_url}/mcp/", auth_headers) as client:
+        submitted = await client.call_tool("submit_job", {"kind": "classify", "inputs": sklearn_digits.images[:6].tolist()})
+        assert not submitted.is_error, submitted.content
+        job_id = submitted.structured_content["id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = (await client.call_tool("get_job", {"job_id": job_id})).structured_content
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.5)
+        assert job["status"] == "succeeded", job
+        assert [r["label"] for r in job["results"]] == sklearn_digits.target[:6].tolist()
+        listed = (await client.call_tool("list_jobs", {})).structured_content["jobs"]
+        assert job_id in [j["id"] for j in listed]
+    async with httpx.AsyncClient(base_url=base_url, headers=auth_headers) as http:  # the same job through REST
+        assert (await http.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded"

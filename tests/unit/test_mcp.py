@@ -44,15 +44,18 @@ def _tool_error(result: dict, needle: str) -> None:
 
 def test_tools_are_described_for_an_assistant(client):
     tools = {tool["name"]: tool for tool in _rpc(client, "tools/list")["tools"]}
-    assert set(tools) == {"list_models", "embed", "rank_by_similarity", "classify_digit", "classify_digit_image", "chat"}
+    assert set(tools) == {"list_models", "embed", "rank_by_similarity", "classify_digit", "classify_digit_image", "chat",
+                          "submit_job", "get_job", "list_jobs"}
     for tool in tools.values():
         assert len(tool["description"]) > 40 and tool["title"]
-        assert tool["annotations"]["readOnlyHint"] is True
+        assert tool["annotations"]["readOnlyHint"] is (tool["name"] != "submit_job")
         assert tool["outputSchema"]["type"] == "object"
         for name, schema in tool["inputSchema"].get("properties", {}).items():
             assert schema.get("description"), f"{tool['name']}.{name} has no description"
     assert "0 is background, 16 is full ink" in tools["classify_digit"]["inputSchema"]["properties"]["pixels"]["description"]
     assert tools["chat"]["inputSchema"]["required"] == ["prompt"]
+    assert "ctx" not in tools["submit_job"]["inputSchema"]["properties"]  # the request context is not an argument
+    assert tools["submit_job"]["inputSchema"]["properties"]["kind"]["enum"] == ["embed", "classify", "complete"]
 
 
 def test_list_models(client):
@@ -85,7 +88,24 @@ def test_chat(client):
     assert 0 < answer["completion_tokens"] <= 12 and answer["prompt_tokens"] > 5
 
 
+def test_jobs_are_submitted_read_and_listed_for_the_caller(client):
+    # Stored like POST /v1/jobs (the runner deployment, absent here, would pick it up).
+    job = _ok(_call(client, "submit_job", kind="complete", inputs=["Say hi.", "Say bye."], max_tokens=8))
+    assert job["status"] == "queued" and job["progress"] == {"done": 0, "total": 2} and job["kind"] == "complete"
+    read = _ok(_call(client, "get_job", job_id=job["id"]))
+    assert read["id"] == job["id"] and read["results"] is None
+    assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]  # the same job through REST
+    listed = _ok(_call(client, "list_jobs"))["jobs"]
+    assert job["id"] in [j["id"] for j in listed]
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"  # leave no work for other tests
+
+
 @pytest.mark.parametrize(("tool", "arguments", "needle"), [
+    ("submit_job", {"kind": "classify", "inputs": ["not a grid"]}, "Invalid job"),
+    ("submit_job", {"kind": "embed", "inputs": [[[0] * 8] * 8]}, "Invalid job"),
+    ("submit_job", {"kind": "complete", "inputs": ["hi"], "max_tokens": 65}, "At most 64"),
+    ("submit_job", {"kind": "translate", "inputs": ["hi"]}, "kind"),
+    ("get_job", {"job_id": "job_nope"}, "No job"),
     ("classify_digit", {"pixels": [[0] * 8] * 7}, "pixels"),
     ("classify_digit", {"pixels": [[17] * 8] * 8}, "less than or equal to 16"),
     ("classify_digit_image", {"image_base64": "not base64!"}, "not valid base64"),
