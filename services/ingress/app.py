@@ -99,18 +99,20 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     for module in (index, health, auth, openai, sessions, jobs, digits):
         app.include_router(module.router)
     if args.mount_ui:
-        _mount_uis(app, backends, app.state.sessions)
+        _mount_uis(app, backends)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
     # Added last, so outermost: nothing (REST, Gradio, docs) is reached without credentials.
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
     return app
 
 
-def _mount_uis(app: FastAPI, backends: ModelBackends, sessions: SessionStore) -> None:
+def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
     import gradio as gr
 
     from services.ingress.ui import UI_BUILDERS
+    from services.ingress.ui.context import UIContext
 
+    ctx = UIContext(backends, app.state.sessions, app.state.jobs)
     for name, (description, builder) in UI_BUILDERS.items():
-        gr.mount_gradio_app(app, builder(backends, sessions), path=f"/ui/{name}", footer_links=["api"])
+        gr.mount_gradio_app(app, builder(ctx), path=f"/ui/{name}", footer_links=["api"])
         app.state.uis[name] = description
