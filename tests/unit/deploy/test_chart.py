@@ -98,9 +98,10 @@ def test_serve_config_parses_with_ray_and_raydio_schemas(variant):
 
 
 def test_local_serve_config_pastes_into_the_chart():
-    """serveConfig mirrors configs/serve/*.yaml: the local file's applications are accepted as they are."""
+    """serveConfig mirrors configs/serve/*.yaml: the local file is accepted with only the cluster's network settings changed."""
     local = yaml.safe_load((ROOT / "configs" / "serve" / "local.yaml").read_text())
-    values = {"serveConfig": {**local, "http_options": {**local["http_options"], "host": "0.0.0.0"}},
+    cluster = {"proxy_location": "EveryNode", "http_options": {**local["http_options"], "host": "0.0.0.0"}}
+    values = {"serveConfig": {**local, **cluster},
               "workers": {"gpu": {"enabled": False}}}
     rayservice = find(render(values), "RayService")[0]
     assert yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"] == local["applications"]
@@ -114,11 +115,12 @@ def _pod_templates(rayservice):
 @pytest.mark.parametrize("variant", [*VARIANTS])
 def test_pods_are_locked_down_and_have_the_scratch_space_ray_needs(variant):
     rayservice = find(render(_values(variant)), "RayService")[0]
-    for template in _pod_templates(rayservice):
+    for index, template in enumerate(_pod_templates(rayservice)):
         spec = template["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert spec["automountServiceAccountToken"] is False
+        # Only the head, for the autoscaler sidecar, holds an API token.
+        assert spec["automountServiceAccountToken"] is (index == 0)
         for container in spec["containers"]:
             ctx = container["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
@@ -137,6 +139,8 @@ def test_head_serves_no_models_and_gpu_workers_get_whole_gpus():
     cluster = find(render(), "RayService")[0]["spec"]["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["authOptions"] == {"mode": "token"}
+    assert find(render(), "RayService")[0]["spec"]["excludeHeadPodFromServeSvc"] is True
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     assert set(groups) == {"gpu", "cpu"}
     gpu = groups["gpu"]["template"]["spec"]

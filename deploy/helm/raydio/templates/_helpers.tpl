@@ -83,7 +83,8 @@ metadata:
   {{- end }}
 spec:
   serviceAccountName: {{ include "raydio.serviceAccountName" $root }}
-  automountServiceAccountToken: {{ $root.Values.serviceAccount.automountToken }}
+  {{- /* The autoscaler sidecar scales the RayCluster through the Kubernetes API with the head's token. */}}
+  automountServiceAccountToken: {{ or $root.Values.serviceAccount.automountToken (and (eq .group "head") $root.Values.autoscaler.enabled) }}
   terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
   {{- with $root.Values.priorityClassName }}
   priorityClassName: {{ . }}
@@ -201,6 +202,9 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- end }}
 {{- if and (ne $v.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") $v.upgradeStrategy.clusterUpgradeOptions }}
 {{- $errors = append $errors (printf "upgradeStrategy.clusterUpgradeOptions only applies to NewClusterWithIncrementalUpgrade, not %s." $v.upgradeStrategy.type) }}
+{{- end }}
+{{- if and $v.service.excludeHead (eq ($v.serveConfig.proxy_location | default "EveryNode") "HeadOnly") }}
+{{- $errors = append $errors "service.excludeHead is true but serveConfig.proxy_location is HeadOnly: the Serve Service would have no endpoints. Use EveryNode or keep the head in the Service." }}
 {{- end }}
 {{- if and $v.ingress.enabled $v.ingress.tls.enabled (not $v.ingress.tls.secretName) }}
 {{- $errors = append $errors "ingress.tls.secretName is required when ingress.tls.enabled is true." }}
