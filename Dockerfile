@@ -37,10 +37,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends wget tini \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 1000 --gid 0 --create-home --home-dir /home/ray ray
+# Code, packages and models stay owned by root: the app user reads them and can change none of them.
 COPY --from=build /opt/venv /opt/venv
-COPY --from=models --chown=1000:0 /opt/raydio/cache /opt/raydio/cache
-COPY --chown=1000:0 services /app/services
-COPY --chown=1000:0 configs /app/configs
+COPY --from=models /opt/raydio/cache /opt/raydio/cache
+COPY services /app/services
+COPY configs /app/configs
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -52,5 +53,5 @@ WORKDIR /app
 USER 1000
 EXPOSE 8000 8080 8265 6379 10001
 ENTRYPOINT ["tini", "--"]
-# KubeRay replaces the command with `ray start ...`; without KubeRay this runs the local stack.
+# KubeRay replaces the command with `ray start ...`. Alone, the image runs the local stack of `make run`.
 CMD ["python", "-m", "services.cli", "run"]
