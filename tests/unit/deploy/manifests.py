@@ -44,18 +44,19 @@ def kube_versions() -> list[str]:
     return [f"1.{minor}" for minor in range(int(floor.group(1)), newest + 1)]
 
 
+def _rendered(values: dict[str, Any] | None) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The chart's objects for these values (NOTES.txt excluded), as an install would create them."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return [doc for path, text in sorted(manifests.items()) if path.endswith((".yaml", ".yml"))
+    return [doc for path, text in sorted(_rendered(values).items()) if path.endswith((".yaml", ".yml"))
             for doc in yaml.safe_load_all(text) if doc]
 
 
 def render_notes(values: dict[str, Any] | None = None) -> str:
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return manifests[f"{CHART.name}/templates/NOTES.txt"]
+    return _rendered(values)[f"{CHART.name}/templates/NOTES.txt"]
 
 
 def kustomize(overlay: str) -> list[dict[str, Any]]:
