@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -176,18 +177,41 @@ def test_ingress_streams_without_buffering_and_pins_ui_sessions():
     assert find(objects, "RayService")[0]["spec"]["serveService"]["metadata"]["name"] == "raydio-serve-svc"
 
 
-def test_secret_or_existing_secret_reaches_every_ray_container():
-    created = render({"secrets": {"jwtSecret": "k" * 32, "apiKeys": ["a", "b"], "databaseUrl": "postgresql+psycopg://db/raydio"}})
+def test_secret_or_existing_secret_reaches_every_raydio_container():
+    created = render({"secrets": {"jwtSecret": "k" * 32, "databaseUrl": "postgresql+psycopg://db/raydio"}})
     secret = find(created, "Secret")[0]
-    assert secret["stringData"] == {"RAYDIO_JWT_SECRET": "k" * 32, "RAYDIO_API_KEYS": "a,b",
-                                    "RAYDIO_DATABASE_URL": "postgresql+psycopg://db/raydio"}
+    assert secret["stringData"] == {"RAYDIO_JWT_SECRET": "k" * 32, "RAYDIO_DATABASE_URL": "postgresql+psycopg://db/raydio"}
     generated = find(render(), "Secret")[0]["stringData"]["RAYDIO_JWT_SECRET"]
     assert len(generated) == 48
     existing = render({"secrets": {"existingSecret": "mine"}})
     assert not find(existing, "Secret")
     for objects, name in ((created, "raydio"), (existing, "mine")):
         for template in _pod_templates(find(objects, "RayService")[0]):
-            assert template["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": name}}]
+            for container in template["spec"]["containers"] + template["spec"]["initContainers"]:
+                assert container["envFrom"] == [{"secretRef": {"name": name}}]
+                assert {"name": "RAYDIO_ENVIRONMENT", "value": "production"} in container["env"]
+
+
+def test_every_pod_migrates_the_database_before_ray_starts():
+    for template in _pod_templates(find(render(), "RayService")[0]):
+        (init,) = template["spec"]["initContainers"]
+        assert init["command"][:2] == ["python", "-c"] and "migrate(url)" in init["command"][2]
+        # The same /tmp as the Ray container: the default SQLite file lives under HOME=/tmp.
+        assert {"name": "tmp", "mountPath": "/tmp"} in init["volumeMounts"]
+        assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    without = find(render({"migrations": {"enabled": False}}), "RayService")[0]
+    assert all("initContainers" not in t["spec"] for t in _pod_templates(without))
+
+
+def test_migration_command_runs_against_a_fresh_sqlite_database(tmp_path):
+    """The init container's Python, run here as the pod would: HOME on an empty folder, production settings."""
+    template = _pod_templates(find(render(), "RayService")[0])[0]
+    command = template["spec"]["initContainers"][0]["command"]
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "RAYDIO_ENVIRONMENT": "production", "RAYDIO_JWT_SECRET": "s" * 48}
+    result = subprocess.run([sys.executable, *command[1:]], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.rglob("raydio.db"))
 
 
 def test_monitoring_objects_only_when_asked_and_rules_come_from_the_rule_file():

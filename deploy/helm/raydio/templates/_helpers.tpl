@@ -62,6 +62,16 @@ app.kubernetes.io/part-of: raydio
 {{- (.Values.serveConfig.http_options | default dict).port | default 8000 | int }}
 {{- end }}
 
+{{/* Environment of every raydio container; the Secret comes on top through envFrom. */}}
+{{- define "raydio.env" -}}
+# Ray, Gradio, torch and the SQLite default write under HOME; the root filesystem is read-only.
+- {name: HOME, value: /tmp}
+- {name: RAYDIO_ENVIRONMENT, value: {{ .Values.environment }}}
+{{- with .Values.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/*
 One Ray pod template. Call with (dict "root" $ "group" "head"|"gpu"|"cpu" "spec" <group values> "gpus" <int>).
 Volumes: /tmp/ray is named "ray-logs" so KubeRay mounts the same emptyDir into the autoscaler sidecar;
@@ -107,6 +117,35 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if $root.Values.migrations.enabled }}
+  initContainers:
+    # Every pod, not only the head: with the default SQLite database each pod has its own file.
+    # Concurrent runs against one PostgreSQL are safe to retry: a failed init container restarts.
+    - name: migrate
+      image: {{ include "raydio.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      command:
+        - python
+        - -c
+        - |
+          from services.config import get_settings
+          from services.storage.db import get_engine, migrate
+          url = get_settings().database_url
+          get_engine(url)  # creates the folder of a SQLite file; Alembic alone does not
+          migrate(url)
+      env:
+        {{- include "raydio.env" $root | nindent 8 }}
+      envFrom:
+        - secretRef:
+            name: {{ include "raydio.secretName" $root }}
+      resources:
+        requests: {cpu: 100m, memory: 256Mi}
+        limits: {cpu: 500m, memory: 256Mi}
+      securityContext:
+        {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
+      volumeMounts:
+        - {name: tmp, mountPath: /tmp}
+  {{- end }}
   containers:
     - name: ray
       image: {{ include "raydio.image" $root }}
@@ -120,11 +159,7 @@ spec:
         - {name: serve, containerPort: {{ include "raydio.servePort" $root }}}
         - {name: metrics, containerPort: 8080}
       env:
-        # Ray, Gradio and torch write caches under HOME; the root filesystem is read-only.
-        - {name: HOME, value: /tmp}
-        {{- with $root.Values.env }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
+        {{- include "raydio.env" $root | nindent 8 }}
       envFrom:
         - secretRef:
             name: {{ include "raydio.secretName" $root }}
@@ -212,8 +247,8 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- if and $v.ingress.enabled $v.ingress.tls.enabled (not $v.ingress.host) }}
 {{- $errors = append $errors "ingress.host is required when ingress.tls.enabled is true (a certificate names a host)." }}
 {{- end }}
-{{- if and $v.secrets.existingSecret (or $v.secrets.jwtSecret $v.secrets.apiKeys $v.secrets.databaseUrl) }}
-{{- $errors = append $errors "secrets: set existingSecret or the individual secrets (jwtSecret, apiKeys, databaseUrl), not both; the individual values would be ignored." }}
+{{- if and $v.secrets.existingSecret (or $v.secrets.jwtSecret $v.secrets.databaseUrl) }}
+{{- $errors = append $errors "secrets: set existingSecret or the individual secrets (jwtSecret, databaseUrl), not both; the individual values would be ignored." }}
 {{- end }}
 {{- if $errors }}
 {{- fail (printf "\n\nraydio: %d problem(s) in the values:\n  - %s\n" (len $errors) (join "\n  - " $errors)) }}
