@@ -80,6 +80,7 @@ KubeRay adds /dev/shm (memory-backed) for the object store by itself.
 {{- define "raydio.podTemplate" -}}
 {{- $root := .root }}
 {{- $spec := .spec -}}
+{{- /* No chart or app version labels here: any change to rayClusterConfig makes KubeRay build a new cluster. */ -}}
 metadata:
   labels:
     {{- include "raydio.selectorLabels" $root | nindent 4 }}
