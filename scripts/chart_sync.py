@@ -35,6 +35,7 @@ def values_schema() -> str:
 
 def _documented_keys(text: str) -> list[tuple[str, str, str]]:
     """(dotted key, description, default) for each key preceded by a `# --` comment in values.yaml."""
+    values = yaml.safe_load(text)
     rows, path, pending, default_note = [], [], None, None
     for line in text.splitlines():
         stripped = line.strip()
@@ -55,14 +56,13 @@ def _documented_keys(text: str) -> list[tuple[str, str, str]]:
         path = path[:depth] + [match.group(2)]
         if pending is not None:
             key = ".".join(path)
-            default = default_note or _default(text, key)
+            default = default_note or _default(values, key)
             rows.append((key, pending, default))
             pending = None
     return rows
 
 
-def _default(text: str, key: str) -> str:
-    value = yaml.safe_load(text)
+def _default(value: object, key: str) -> str:
     for part in key.split("."):
         value = value[part]
     return json.dumps(value)

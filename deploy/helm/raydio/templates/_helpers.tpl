@@ -236,6 +236,9 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- if and (eq $v.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") (not $v.upgradeStrategy.clusterUpgradeOptions) }}
 {{- $errors = append $errors "upgradeStrategy.clusterUpgradeOptions is required for NewClusterWithIncrementalUpgrade (gatewayClassName, stepSizePercent, intervalSeconds)." }}
 {{- end }}
+{{- if and (eq $v.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") $v.ingress.enabled }}
+{{- $errors = append $errors "ingress.enabled: with NewClusterWithIncrementalUpgrade, KubeRay serves through a Gateway per cluster and no stable Serve Service exists for an Ingress; route to the Gateway instead." }}
+{{- end }}
 {{- if and (ne $v.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") $v.upgradeStrategy.clusterUpgradeOptions }}
 {{- $errors = append $errors (printf "upgradeStrategy.clusterUpgradeOptions only applies to NewClusterWithIncrementalUpgrade, not %s." $v.upgradeStrategy.type) }}
 {{- end }}
