@@ -43,6 +43,11 @@ def _values(variant: str) -> dict | None:
 ALL_VARIANTS = [*VARIANTS, *EXTRA_VARIANTS]
 
 
+def _pod_templates(rayservice):
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
+
+
 def test_ci_values_files_cover_cpu_gpu_and_monitoring():
     assert {path.stem for path in CI_VALUES} >= {"cpu-values", "gpu-values", "monitoring-values"}
 
@@ -108,11 +113,6 @@ def test_local_serve_config_pastes_into_the_chart():
     assert yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"] == local["applications"]
 
 
-def _pod_templates(rayservice):
-    cluster = rayservice["spec"]["rayClusterConfig"]
-    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
-
-
 @pytest.mark.parametrize("variant", [*VARIANTS])
 def test_pods_are_locked_down_and_have_the_scratch_space_ray_needs(variant):
     rayservice = find(render(_values(variant)), "RayService")[0]
@@ -122,26 +122,28 @@ def test_pods_are_locked_down_and_have_the_scratch_space_ray_needs(variant):
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         # Only the head, for the autoscaler sidecar, holds an API token.
         assert spec["automountServiceAccountToken"] is (index == 0)
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
             ctx = container["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
             assert ctx["capabilities"]["drop"] == ["ALL"]
-            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-            # "ray-logs" is the name KubeRay also mounts into the autoscaler sidecar.
-            assert mounts["/tmp/ray"] == "ray-logs" and "/tmp" in mounts
-            volumes = {v["name"]: v for v in spec["volumes"]}
-            assert all("emptyDir" in volumes[name] for name in mounts.values())
             assert container["resources"]["requests"] == container["resources"]["limits"]
+        ray = spec["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in ray["volumeMounts"]}
+        # "ray-logs" is the name KubeRay also mounts into the autoscaler sidecar.
+        assert mounts["/tmp/ray"] == "ray-logs" and "/tmp" in mounts
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert all("emptyDir" in volumes[name] for name in mounts.values())
     autoscaler = rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]
     assert autoscaler["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_head_serves_no_models_and_gpu_workers_get_whole_gpus():
-    cluster = find(render(), "RayService")[0]["spec"]["rayClusterConfig"]
+    spec = find(render(), "RayService")[0]["spec"]
+    cluster = spec["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert spec["excludeHeadPodFromServeSvc"] is True
     assert cluster["enableInTreeAutoscaling"] is True
     assert cluster["authOptions"] == {"mode": "token"}
-    assert find(render(), "RayService")[0]["spec"]["excludeHeadPodFromServeSvc"] is True
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     assert set(groups) == {"gpu", "cpu"}
     gpu = groups["gpu"]["template"]["spec"]
@@ -237,6 +239,9 @@ def test_bad_values_are_rejected_with_every_problem_named(path):
     message = str(info.value)
     missing = [phrase for phrase in expected if phrase not in message]
     assert not missing, f"missing {missing} in:\n{message}"
+    if isinstance(info.value, helm.HelmValuesError):
+        # Schema violations fail `helm lint` too (lint deliberately ignores `fail`, so cross-field checks show at render).
+        assert helm.lint(CHART, load_values(path), strict=True)["errors"]
 
 
 def test_notes_tell_how_to_reach_the_uis_and_the_api():

@@ -140,7 +140,7 @@ spec:
         - secretRef:
             name: {{ include "raydio.secretName" $root }}
       resources:
-        requests: {cpu: 100m, memory: 256Mi}
+        requests: {cpu: 500m, memory: 256Mi}
         limits: {cpu: 500m, memory: 256Mi}
       securityContext:
         {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
