@@ -59,10 +59,12 @@ def render_notes(values: dict[str, Any] | None = None) -> str:
     return _rendered(values)[f"{CHART.name}/templates/NOTES.txt"]
 
 
-def kustomize(overlay: str) -> list[dict[str, Any]]:
+def kustomize(overlay: str | Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of deploy/k8s/overlays/<overlay>, or of any kustomization directory given as a path."""
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl is missing: `kubectl kustomize` builds the overlays (any kubectl >= 1.27)"
-    result = subprocess.run([kubectl, "kustomize", str(KUSTOMIZE / "overlays" / overlay)],
+    directory = overlay if isinstance(overlay, Path) else KUSTOMIZE / "overlays" / overlay
+    result = subprocess.run([kubectl, "kustomize", str(directory)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import os
 
 import pytest
 
 from tests.unit.deploy.manifests import (
     CHART,
+    KUSTOMIZE,
     canonical,
     find,
     kube_versions,
@@ -41,3 +43,15 @@ def test_overlay_equals_the_chart(overlay):
     for key in chart:
         diff = "\n".join(difflib.unified_diff(chart[key].splitlines(), built[key].splitlines(), "chart", "kustomize", lineterm=""))
         assert not diff, f"{key} differs:\n{diff}"
+
+
+def test_images_rewrites_every_container_of_the_rayservice(tmp_path):
+    """A team's overlay sets its registry with `images:`; no container may keep the placeholder image."""
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(KUSTOMIZE / 'overlays' / 'gpu', tmp_path)}]\n"
+        "images:\n  - {name: ghcr.io/raydio/raydio, newName: registry.example.com/ml/raydio, newTag: 0.2.0-cu128}\n")
+    rayservice = find(kustomize(tmp_path), "RayService")[0]
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    specs = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    images = {c["image"] for spec in specs for c in spec["containers"] + spec.get("initContainers", [])}
+    assert images == {"registry.example.com/ml/raydio:0.2.0-cu128"}
