@@ -46,7 +46,7 @@ def test_overlay_equals_the_chart(overlay):
 
 
 def test_images_rewrites_every_container_of_the_rayservice(tmp_path):
-    """A team's overlay sets its registry with `images:`; no container may keep the placeholder image."""
+    """A team's overlay sets its registry with `images:` (kustomize finds containers in any kind); none keeps the placeholder."""
     (tmp_path / "kustomization.yaml").write_text(
         f"resources: [{os.path.relpath(KUSTOMIZE / 'overlays' / 'gpu', tmp_path)}]\n"
         "images:\n  - {name: ghcr.io/raydio/raydio, newName: registry.example.com/ml/raydio, newTag: 0.2.0-cu128}\n")
