@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # runnable as a plain script, without PYTHONPATH
 CHART = ROOT / "deploy" / "helm" / "raydio"
 APP_ARGS_PREFIX = "RaydioAppArgs"
 TABLE_START, TABLE_END = "<!-- values-table:start -->", "<!-- values-table:end -->"
