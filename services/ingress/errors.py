@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import (
+    Conflict,
     InputTooLarge,
     InvalidInput,
     ModelNotFound,
@@ -26,6 +27,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (InvalidInput, 400, "invalid_request_error"),
     (ModelNotFound, 404, "invalid_request_error"),
     (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
 ]

@@ -94,3 +94,16 @@ def test_gradio_embeddings_ui(base_url, auth_headers):
 def test_gradio_client_without_credentials_is_refused(base_url):
     with pytest.raises(ValueError, match="credentials were not provided"):
         Client(f"{base_url}/ui/chat/", verbose=False)
+
+
+def test_an_agent_created_at_runtime_answers_through_rest_and_its_ui(http, base_url, auth_headers):
+    created = http.post("/v1/agents", json={"name": "echo-bot", "system_prompt": "Always answer with the word banana.",
+                                            "temperature": 0, "max_tokens": 12})
+    assert created.status_code == 201
+    page = http.get(created.json()["ui_url"], headers={"Accept": "text/html"})
+    assert page.status_code == 200  # the UI is there at once, no restart
+    ui = Client(f"{base_url}/ui/chat/", verbose=False, headers={**auth_headers, "X-Raydio-Agent": "echo-bot"})
+    answer, saved = ui.predict("Hello!", 12, 0.0, {}, api_name="/chat")
+    assert answer and "echo-bot" in saved
+    session = http.get(f"/v1/sessions/{saved['echo-bot']}").json()
+    assert session["agent"] == "echo-bot"

@@ -10,7 +10,8 @@ from services.ingress.ui.context import UIContext, owner
 
 
 def _agent(request: gr.Request) -> str | None:
-    return (request.query_params or {}).get("agent") or None
+    """A browser names the agent in the page URL (?agent=NAME); gradio_client in an X-Raydio-Agent header."""
+    return (request.query_params or {}).get("agent") or (request.headers or {}).get("x-raydio-agent") or None
 
 
 def build_chat_ui(ctx: UIContext) -> gr.Blocks:
