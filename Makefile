@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration measure readme-config lint check-config prepare clean
+.PHONY: help install install-dev run test test-unit test-integration measure readme-config lint check-config prepare chart-check chart-docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -53,6 +53,12 @@ measure: install ## Time to ready, memory and single-request latency of the loca
 
 readme-config: install ## Regenerate the README's configuration tables from services/config.py
 	$(PY) scripts/update-readme-config.py
+
+chart-check: install-dev ## Render, lint and validate the Helm chart and kustomize overlays (no cluster; needs promtool, kubectl)
+	$(PY) -m pytest tests/unit/deploy
+
+chart-docs: install ## Regenerate the chart's values table and the RaydioAppArgs part of values.schema.json
+	$(PY) scripts/chart_sync.py
 
 lint: install-dev ## Ruff
 	$(PY) -m ruff check services tests scripts

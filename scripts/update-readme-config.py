@@ -1,8 +1,10 @@
 """Regenerate the configuration tables between the README markers from services.config."""
 
+import sys
 from pathlib import Path
 
-from services.config import config_reference_markdown
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without PYTHONPATH
+from services.config import config_reference_markdown  # noqa: E402
 
 START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
 readme = Path(__file__).resolve().parents[1] / "README.md"

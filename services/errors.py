@@ -36,6 +36,12 @@ class NotFound(RaydioError):
     code = "not_found"
 
 
+class Conflict(RaydioError):
+    """The thing already exists (an agent name, say)."""
+
+    code = "conflict"
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
 

@@ -13,7 +13,7 @@ from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
 from services.ingress.jobs import JobStore
-from services.ingress.routes import auth, digits, health, index, jobs, openai, sessions, v2
+from services.ingress.routes import agents, auth, digits, health, index, jobs, openai, sessions, v2
 from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, jobs, digits, v2):
+    for module in (index, health, auth, openai, sessions, agents, jobs, digits, v2):
         app.include_router(module.router)
     if args.mcp.enabled:
         from services.ingress.mcp_server import build_mcp_app, build_mcp_server
@@ -116,18 +116,20 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
         # a plain sub-app: app-wide middleware (auth, body limit) covers it
         app.mount("/mcp", build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes))
     if args.mount_ui:
-        _mount_uis(app, backends, app.state.sessions)
+        _mount_uis(app, backends)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
     # Added last, so outermost: nothing (REST, Gradio, docs) is reached without credentials.
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
     return app
 
 
-def _mount_uis(app: FastAPI, backends: ModelBackends, sessions: SessionStore) -> None:
+def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
     import gradio as gr
 
     from services.ingress.ui import UI_BUILDERS
+    from services.ingress.ui.context import UIContext
 
+    ctx = UIContext(backends, app.state.sessions, app.state.jobs)
     for name, (description, builder) in UI_BUILDERS.items():
-        gr.mount_gradio_app(app, builder(backends, sessions), path=f"/ui/{name}", footer_links=["api"])
+        gr.mount_gradio_app(app, builder(ctx), path=f"/ui/{name}", footer_links=["api"])
         app.state.uis[name] = description

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from services.errors import (
+    Conflict,
     InputTooLarge,
     InvalidInput,
     ModelNotFound,
@@ -29,6 +30,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (InvalidInput, 400, "invalid_request_error"),
     (ModelNotFound, 404, "invalid_request_error"),
     (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
 ]

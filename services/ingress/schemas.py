@@ -348,3 +348,25 @@ class JobInfo(BaseModel):
     started_at: str | None
     finished_at: str | None
     results: list[Any] | None = Field(description="One output per input, in order, once the job succeeded.")
+
+
+# --- agents -------------------------------------------------------------------------------------
+
+class AgentCreate(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Lower-case letters, digits and dashes.",
+                      examples=["pirate"])
+    system_prompt: str = Field(min_length=1, max_length=4000, examples=["You are a pirate. Answer like one."])
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, description="Default answer length (bounded by the server's limit).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "pirate", "system_prompt": "You are a pirate. Answer like one.", "temperature": 0.9, "max_tokens": 128}]})
+
+
+class AgentInfo(BaseModel):
+    name: str
+    system_prompt: str
+    temperature: float
+    max_tokens: int
+    created_at: str
+    ui_url: str = Field(description="The agent's chat UI; it works at once, no restart.")

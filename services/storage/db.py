@@ -57,6 +57,7 @@ def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
+    get_engine(url)  # creates a SQLite file's folder
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

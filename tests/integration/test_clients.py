@@ -71,14 +71,15 @@ def test_openai_client_extras(oai):
                                     response_format={"type": "json_object"})
 
 
-@pytest.mark.parametrize(("ui", "endpoint"), [("chat", "/chat"), ("digits", "/classify"), ("embeddings", "/rank")])
-def test_gradio_view_api_names_and_describes_endpoints_and_hides_helpers(base_url, auth_headers, ui, endpoint):
+@pytest.mark.parametrize(("ui", "endpoints"), [("chat", ["/chat"]), ("digits", ["/classify"]), ("embeddings", ["/rank"]),
+                                               ("jobs", ["/submit", "/list_jobs"])])
+def test_gradio_view_api_names_and_describes_endpoints_and_hides_helpers(base_url, auth_headers, ui, endpoints):
     api = Client(f"{base_url}/ui/{ui}/", verbose=False, headers=auth_headers).view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == [endpoint], api["named_endpoints"].keys()  # ChatInterface helpers hidden
+    assert list(api["named_endpoints"]) == endpoints  # ChatInterface's helpers and the load events are hidden
     assert not api["unnamed_endpoints"]
-    info = api["named_endpoints"][endpoint]
-    assert len(info["description"]) > 30
-    assert all(p["label"] for p in info["parameters"]) and all(r["label"] for r in info["returns"])
+    for info in api["named_endpoints"].values():
+        assert len(info["description"]) > 30
+        assert all(p["label"] for p in info["parameters"]) and all(r["label"] for r in info["returns"])
 
 
 def test_openai_client_without_a_valid_key_is_refused(base_url):
@@ -121,3 +122,16 @@ def test_gradio_embeddings_ui(base_url, auth_headers):
 def test_gradio_client_without_credentials_is_refused(base_url):
     with pytest.raises(ValueError, match="credentials were not provided"):
         Client(f"{base_url}/ui/chat/", verbose=False)
+
+
+def test_an_agent_created_at_runtime_answers_through_rest_and_its_ui(http, base_url, auth_headers):
+    created = http.post("/v1/agents", json={"name": "echo-bot", "system_prompt": "Always answer with the word banana.",
+                                            "temperature": 0, "max_tokens": 12})
+    assert created.status_code == 201
+    page = http.get(created.json()["ui_url"], headers={"Accept": "text/html"})
+    assert page.status_code == 200  # the UI is there at once, no restart
+    ui = Client(f"{base_url}/ui/chat/", verbose=False, headers={**auth_headers, "X-Raydio-Agent": "echo-bot"})
+    answer, saved = ui.predict("Hello!", 12, 0.0, {}, api_name="/chat")
+    assert answer and "echo-bot" in saved
+    session = http.get(f"/v1/sessions/{saved['echo-bot']}").json()
+    assert session["agent"] == "echo-bot"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -46,29 +47,46 @@ def test_bad_jobs_are_400(client, body, needle):
     assert needle in response.json()["error"]["message"]
 
 
-async def _wait(url: str, job_id: str, timeout_s: float = 120) -> object:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
+def _wait(url: str, job_id: str, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         with session_scope(url) as s:
             job = JobRepository.get(s, None, job_id)
             if job.status in ("succeeded", "failed", "cancelled"):
                 return job
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
     raise TimeoutError(job_id)
 
 
-async def test_the_runner_finishes_every_kind_of_job(deployments, unit_settings, sklearn_digits):
-    url = unit_settings.database_url
-    runner = instantiate(JobRunnerDeployment, embedder=LocalHandle(deployments["embedder"]),
-                         digits=LocalHandle(deployments["digits"]), chat=LocalHandle(deployments["chat"]),
-                         args={"chunk_size": 2, "poll_interval_s": 0.05}, database_url=url)
+@contextmanager
+def running_runner(client, deployments, url: str, **args):
+    """A real JobRunner over the real deployments, on the TestClient's event loop: ``@serve.batch`` binds its
+    queue to the first loop that uses it, and the REST tests use that one too."""
+    async def start():
+        return instantiate(JobRunnerDeployment, embedder=LocalHandle(deployments["embedder"]),
+                           digits=LocalHandle(deployments["digits"]), chat=LocalHandle(deployments["chat"]),
+                           args={"poll_interval_s": 0.05, **args}, database_url=url)
+
+    runner = client.portal.call(start)
     try:
+        yield runner
+    finally:
+        client.portal.call(_stop, runner)
+
+
+async def _stop(runner) -> None:
+    runner.stop()
+
+
+def test_the_runner_finishes_every_kind_of_job(client, deployments, unit_settings, sklearn_digits):
+    url = unit_settings.database_url
+    with running_runner(client, deployments, url, chunk_size=2) as runner:
         with session_scope(url) as s:
             embed = JobRepository.submit(s, "local", "embed", ["a cat", "a dog", "the stock market"], {}).id
             classify = JobRepository.submit(s, "local", "classify", sklearn_digits.images[:5].tolist(), {}).id
             complete = JobRepository.submit(s, "local", "complete", ["Say hi.", "Say bye."],
                                             {"max_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None}).id
-        done = {job_id: await _wait(url, job_id) for job_id in (embed, classify, complete)}
+        done = {job_id: _wait(url, job_id) for job_id in (embed, classify, complete)}
         with session_scope(url) as s:
             vectors = [i.output for i in JobRepository.get(s, None, embed).items]
             labels = [i.output["label"] for i in JobRepository.get(s, None, classify).items]
@@ -80,19 +98,12 @@ async def test_the_runner_finishes_every_kind_of_job(deployments, unit_settings,
         assert all(a["text"] and a["completion_tokens"] <= 4 for a in answers)
         assert runs == [1] * 10  # every item computed and recorded exactly once
         assert runner.info()["processed_items"] == 10
-    finally:
-        runner.stop()
 
 
-async def test_a_failing_model_fails_the_job_with_the_reason(deployments, unit_settings):
+def test_a_failing_model_fails_the_job_with_the_reason(client, deployments, unit_settings):
     url = unit_settings.database_url
-    runner = instantiate(JobRunnerDeployment, embedder=LocalHandle(deployments["embedder"]),
-                         digits=LocalHandle(deployments["digits"]), chat=LocalHandle(deployments["chat"]),
-                         args={"poll_interval_s": 0.05}, database_url=url)
-    try:
+    with running_runner(client, deployments, url):
         with session_scope(url) as s:
             job_id = JobRepository.submit(s, "local", "embed", ["word " * 400], {}).id
-        job = await _wait(url, job_id)
+        job = _wait(url, job_id)
         assert job.status == "failed" and "at most 256" in job.error
-    finally:
-        runner.stop()

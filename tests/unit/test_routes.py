@@ -365,3 +365,26 @@ def test_a_session_is_continued_and_appended_to(client):
     _error(client.get(f"/v1/sessions/{session['id']}"), 404, "not_found")
     _error(client.post("/v1/chat/completions", json=_chat(session_id=session["id"])), 404)
     _error(client.post("/v1/sessions", json={"title": "x", "colour": "red"}), 400)
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+def test_agents_are_created_at_runtime_and_used_at_once(client):
+    created = client.post("/v1/agents", json={"name": "pirate", "system_prompt": "You are a pirate. Say arr.",
+                                               "temperature": 0, "max_tokens": 6})
+    assert created.status_code == 201
+    assert created.json()["ui_url"] == "/ui/chat/?agent=pirate"
+    assert "pirate" in [a["name"] for a in client.get("/v1/agents").json()]
+    plain = client.post("/v1/chat/completions", json=_chat(messages=[{"role": "user", "content": "Hello"}])).json()
+    agent = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hello"}],
+                                                       "agent": "pirate"}).json()
+    # the agent's system prompt replaced the default one, and its max_tokens applied
+    assert agent["usage"]["prompt_tokens"] != plain["usage"]["prompt_tokens"]
+    assert agent["usage"]["completion_tokens"] <= 6
+    session = client.post("/v1/sessions", json={"agent": "pirate"}).json()
+    assert session["agent"] == "pirate"
+    _error(client.post("/v1/agents", json={"name": "pirate", "system_prompt": "again", "max_tokens": 8}), 409, "conflict")
+    _error(client.post("/v1/agents", json={"name": "parrot", "system_prompt": "x", "max_tokens": 100}), 400, "input_too_large")
+    _error(client.post("/v1/agents", json={"name": "Bad Name!", "system_prompt": "x"}), 400)
+    _error(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "agent": "ghost"}), 404)
+    _error(client.get("/v1/agents/ghost"), 404)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,20 +28,30 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path) -> str:
+def db(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/raydio.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        with get_engine(url).begin() as connection:  # a clean schema for every test
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
+        migrate(url)
+        yield url
+        return
+    # A schema of its own for every test, so parallel runs against one server never meet.
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with get_engine(base).begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     migrate(url)
-    return url
+    yield url
+    get_engine(url).dispose()
+    with get_engine(base).begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
-def test_migrations_create_every_table_and_are_idempotent(db):
+def test_migrations_create_every_table_and_are_idempotent(db, tmp_path):
     migrate(db)
+    fresh = f"sqlite:///{tmp_path}/a/new/folder/raydio.db"  # a folder that does not exist yet
+    migrate(fresh)
+    assert "jobs" in inspect(get_engine(fresh)).get_table_names()
     tables = set(inspect(get_engine(db)).get_table_names())
     assert {"api_keys", "chat_sessions", "chat_messages", "agents", "jobs", "job_items", "alembic_version"} <= tables
 

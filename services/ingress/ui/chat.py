@@ -6,34 +6,29 @@ from __future__ import annotations
 import gradio as gr
 
 from services.errors import RaydioError
-from services.ingress.backends import ModelBackends
-from services.ingress.sessions import SessionStore
-
-
-def _owner(request: gr.Request) -> str:
-    principal = getattr(request.request.state, "principal", None) if request.request else None
-    if principal is None:
-        raise gr.Error("Not logged in.")
-    return principal.key_id
+from services.ingress.ui.context import UIContext, owner
 
 
 def _agent(request: gr.Request) -> str | None:
-    return (request.query_params or {}).get("agent") or None
+    """A browser names the agent in the page URL (?agent=NAME); gradio_client in an X-Raydio-Agent header."""
+    return (request.query_params or {}).get("agent") or (request.headers or {}).get("x-raydio-agent") or None
 
 
-def build_chat_ui(backends: ModelBackends, sessions: SessionStore) -> gr.Blocks:
+def build_chat_ui(ctx: UIContext) -> gr.Blocks:
+    backends, sessions = ctx.backends, ctx.sessions
+
     async def respond(message: str, history: list[dict], max_tokens: int, temperature: float, saved: dict,
                       request: gr.Request):
         """Answer `message`, continuing this browser's stored session; streams the growing answer."""
-        owner, agent = _owner(request), _agent(request)
+        owner_id, agent = owner(request), _agent(request)
         saved = dict(saved or {})
         try:
             session_id = saved.get(agent or "")
             if session_id is None:
-                session_id = (await sessions.create(owner, message[:80], agent))["id"]
+                session_id = (await sessions.create(owner_id, message[:80], agent))["id"]
                 saved[agent or ""] = session_id
             new = [{"role": "user", "content": message}]
-            conversation = await sessions.conversation(owner, session_id, new)
+            conversation = await sessions.conversation(owner_id, session_id, new)
             params = {"max_tokens": int(max_tokens), "temperature": float(temperature), "top_p": 0.95, "stop": (),
                       "seed": None}
             answer, first, completion_tokens = "", None, 0
@@ -45,7 +40,7 @@ def build_chat_ui(backends: ModelBackends, sessions: SessionStore) -> gr.Blocks:
                 completion_tokens = chunk["completion_tokens"] or completion_tokens
                 if chunk["text"]:
                     yield answer, saved
-            await sessions.append(owner, session_id, [*new, {"role": "assistant", "content": answer}],
+            await sessions.append(owner_id, session_id, [*new, {"role": "assistant", "content": answer}],
                                   [*first["message_tokens"][conversation.new_from:], completion_tokens])
         except RaydioError as exc:
             if exc.param == "session_id":  # deleted elsewhere: start afresh next time
@@ -61,7 +56,7 @@ def build_chat_ui(backends: ModelBackends, sessions: SessionStore) -> gr.Blocks:
         if session_id is None:
             return heading, []
         try:
-            stored = await sessions.get(_owner(request), session_id)
+            stored = await sessions.get(owner(request), session_id)
         except RaydioError:
             return heading, []
         return heading, [{"role": m["role"], "content": m["content"]} for m in stored["messages"] if m["role"] != "system"]

@@ -5,10 +5,12 @@ import io
 import gradio as gr
 
 from services.errors import RaydioError
-from services.ingress.backends import ModelBackends
+from services.ingress.ui.context import UIContext
 
 
-def build_digits_ui(backends: ModelBackends, _sessions=None) -> gr.Blocks:
+def build_digits_ui(ctx: UIContext) -> gr.Blocks:
+    backends = ctx.backends
+
     async def classify(drawing) -> tuple[dict[str, float], list[list[float]]]:
         """Classify a drawn or uploaded digit; returns the probabilities per digit and the 8x8 grid the model saw."""
         image = drawing.get("composite") if isinstance(drawing, dict) else drawing

@@ -3,7 +3,7 @@ from __future__ import annotations
 import gradio as gr
 
 from services.errors import RaydioError
-from services.ingress.backends import ModelBackends
+from services.ingress.ui.context import UIContext
 
 EXAMPLE_SENTENCES = "\n".join([
     "A man is playing a guitar on stage.",
@@ -13,7 +13,9 @@ EXAMPLE_SENTENCES = "\n".join([
 ])
 
 
-def build_embeddings_ui(backends: ModelBackends, _sessions=None) -> gr.Blocks:
+def build_embeddings_ui(ctx: UIContext) -> gr.Blocks:
+    backends = ctx.backends
+
     async def rank(query: str, sentences: str) -> list[list]:
         """Rank sentences (one per line) by cosine similarity to the query, most similar first."""
         candidates = [line.strip() for line in sentences.splitlines() if line.strip()]
