@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import (
+    BadGateway,
     Conflict,
     InputTooLarge,
     InvalidInput,
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (Conflict, 409, "conflict"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
+    (BadGateway, 502, "bad_gateway"),
 ]
 
 

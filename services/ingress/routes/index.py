@@ -24,6 +24,7 @@ def _wants_json(request: Request) -> bool:
 async def index(request: Request, backends: BackendsDep):
     """Every model with its status, every UI, and the API docs."""
     statuses = await backends.statuses()
+    remotes = await backends.remote_statuses()
     body = {
         "service": "raydio",
         "models": [
@@ -31,6 +32,8 @@ async def index(request: Request, backends: BackendsDep):
              "description": MODEL_DESCRIPTIONS.get(s.name, ""), **({"error": s.error} if s.error else {})}
             for s in statuses
         ],
+        "remotes": [{"name": r.name, "path": f"/v1/remote/{r.name}", "target": r.info.get("model_id"),
+                     "description": r.info.get("description", "")} for r in remotes],
         "uis": [{"name": name, "path": f"/ui/{name}/", "description": text} for name, text in request.app.state.uis.items()],
         "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "embeddings": "/v1/embeddings",
                 "chat": "/v1/chat/completions", "digits": "/v1/digits/classify",
@@ -50,6 +53,8 @@ def _render(body: dict) -> str:
     )
     uis = "".join(f"<li><a href='{u['path']}'>{escape(u['path'])}</a> — {escape(u['description'])}</li>" for u in body["uis"])
     api = "".join(f"<li><code>{escape(path)}</code> ({escape(name)})</li>" for name, path in body["api"].items())
+    api += "".join(f"<li><code>{escape(r['path'])}</code> (remote Gradio: {escape(r['target'] or '?')})</li>"
+                   for r in body["remotes"])
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>raydio</title>
 <meta name=viewport content="width=device-width,initial-scale=1">
 <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#222}}
