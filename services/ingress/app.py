@@ -12,7 +12,7 @@ from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body
 from services.ingress.jobs import JobStore
-from services.ingress.routes import agents, auth, digits, health, index, jobs, openai, remote, sessions
+from services.ingress.routes import agents, auth, digits, frontend, health, index, jobs, openai, remote, sessions
 from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, agents, jobs, digits, remote):
+    for module in (index, health, auth, openai, sessions, agents, jobs, digits, remote, frontend):
         app.include_router(module.router)
     if args.mount_ui:
         _mount_uis(app, backends)

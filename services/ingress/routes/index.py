@@ -35,6 +35,7 @@ async def index(request: Request, backends: BackendsDep):
         "remotes": [{"name": r.name, "path": f"/v1/remote/{r.name}", "target": r.info.get("model_id"),
                      "description": r.info.get("description", "")} for r in remotes],
         "uis": [{"name": name, "path": f"/ui/{name}/", "description": text} for name, text in request.app.state.uis.items()],
+        "app": "/app",
         "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "embeddings": "/v1/embeddings",
                 "chat": "/v1/chat/completions", "digits": "/v1/digits/classify",
                 "digits_image": "/v1/digits/classify-image", "health": "/health/ready"},
@@ -61,6 +62,6 @@ def _render(body: dict) -> str:
 table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
 .ok{{color:#11772d;font-weight:600}}.bad{{color:#b3261e;font-weight:600}}code{{background:#f3f3f3;padding:0 .2rem}}</style>
 </head><body><h1>raydio</h1><p>PyTorch models on Ray Serve. <a href="/docs">API docs</a> ·
-<a href="/health/ready">readiness</a></p>
+<a href="/health/ready">readiness</a> · <a href="/app">the app</a></p>
 <h2>Models</h2><table><tr><th>name</th><th>model</th><th>device</th><th>status</th><th></th></tr>{models}</table>
 <h2>UIs</h2><ul>{uis or '<li>none mounted</li>'}</ul><h2>REST</h2><ul>{api}</ul></body></html>"""
