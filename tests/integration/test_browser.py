@@ -22,6 +22,7 @@ def page(base_url, tmp_path_factory):
         context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # model answers on a shared 2-core machine take seconds
         yield page
         context.close()
         browser.close()
@@ -65,3 +66,26 @@ def test_compare_sentences_and_watch_a_job(page):
     expect(page.locator("#job-status")).to_contain_text("succeeded, 3/3")
     assert page.locator("#job-progress").get_attribute("max") == "3"
     page.screenshot(path=str(os.environ.get("RAYDIO_SCREENSHOT", "/tmp/raydio-app.png")), full_page=True)
+
+
+def test_gradio_chat_ui_shows_its_history_after_a_reload(page):
+    page.goto("/ui/chat/")  # the session cookie from the login above covers Gradio too
+    box = page.locator("textarea").first
+    box.fill("Remember the word marmalade.")
+    box.press("Enter")
+
+    def stored_turn() -> bool:  # the answer is appended to the stored session when it is complete
+        sessions = page.request.get("/v1/sessions").json()
+        return any(s["title"].startswith("Remember the word marmalade") and
+                   len(page.request.get(f"/v1/sessions/{s['id']}").json()["messages"]) == 2 for s in sessions)
+
+    for _ in range(120):
+        if stored_turn():
+            break
+        page.wait_for_timeout(500)
+    else:
+        raise AssertionError("the chat UI did not store the turn")
+    page.reload()
+    # the history comes back from the stored session, not from the page's memory
+    expect(page.get_by_text("Remember the word marmalade.").first).to_be_visible()
+    assert page.locator("textarea").first.input_value() == ""
