@@ -41,9 +41,11 @@ raydio is ready after {elapsed:.0f}s ({config_path})
   API docs      {url}/docs
   health        {url}/health/ready
   OpenAI API    {url}/v1  (models: embedder, digits, chat)
-  chat UI       {url}/ui/chat/
+  the app       {url}/app  (hand-written page over the REST API)
+  chat UI       {url}/ui/chat/  (agents: /ui/chat/?agent=NAME)
   digits UI     {url}/ui/digits/
   embeddings UI {url}/ui/embeddings/
+  jobs UI       {url}/ui/jobs/
 
 Press Ctrl-C to stop every process this started.
 """, flush=True)
