@@ -14,6 +14,7 @@ from services.deployments.chat import ChatDeployment
 from services.deployments.digits import DigitsDeployment
 from services.deployments.embedder import EmbedderDeployment
 from services.deployments.jobs import JobRunnerDeployment
+from services.deployments.remote import RemoteGradioDeployment
 from services.ingress.deployment import IngressDeployment
 
 
@@ -34,6 +35,11 @@ def build_app(args: RaydioAppArgs | dict[str, Any] | None = None) -> Application
     ).bind(cache_dir=cache_dir, device=args.device, seed=args.digits.seed, limits=limits)
     chat = ChatDeployment.options(**_options(args.chat)).bind(cache_dir=cache_dir, device=args.device, limits=limits)
     jobs = JobRunnerDeployment.options(**_options(args.jobs)).bind(embedder, digits, chat, args=args.jobs.model_dump())
+    remotes = {
+        remote.name: RemoteGradioDeployment.options(name=f"remote-{remote.name}", **_options(remote))
+        .bind(args=remote.model_dump())
+        for remote in args.remotes
+    }
     return IngressDeployment.options(**_options(args.ingress)).bind(
-        embedder, digits, chat, jobs, args=args.ingress.model_dump(), jobs_args=args.jobs.model_dump()
+        embedder, digits, chat, jobs, remotes=remotes, args=args.ingress.model_dump(), jobs_args=args.jobs.model_dump()
     )

@@ -43,9 +43,11 @@ raydio is ready after {elapsed:.0f}s ({config_path})
   OpenAI API    {url}/v1  (models: embedder, digits, chat)
   KServe V2     {url}/v2  (tensor models: digits, embedder; tritonclient works)
   MCP           {url}/mcp/  (tools for assistants, streamable HTTP)
-  chat UI       {url}/ui/chat/
+  the app       {url}/app  (hand-written page over the REST API)
+  chat UI       {url}/ui/chat/  (agents: /ui/chat/?agent=NAME)
   digits UI     {url}/ui/digits/
   embeddings UI {url}/ui/embeddings/
+  jobs UI       {url}/ui/jobs/
 
 Press Ctrl-C to stop every process this started.
 """, flush=True)

@@ -189,6 +189,19 @@ class JobsArgs(DeploymentArgs):
     max_items: int = Field(10_000, ge=1, description="Most items one job may hold.")
 
 
+class RemoteGradioArgs(DeploymentArgs):
+    """A remote Gradio app (a Hugging Face Space or your own server) exposed as POST /v1/remote/<name>."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="Short name used in the route and the index.")
+    url: str = Field(description="The Gradio app's URL, or a Space id such as 'owner/space'.")
+    api_name: str = Field(description="The endpoint to call, e.g. '/predict'.")
+    token_env: str | None = Field(None, description="Name of the environment variable holding a Hugging Face token.")
+    description: str = Field("", description="Shown in the index and the API docs.")
+    timeout_s: float = Field(60.0, gt=0, description="Longest a call may take before a 502.")
+    num_cpus: float = Field(0.05, ge=0, description="CPUs each replica reserves (it mostly waits on the network).")
+    max_ongoing_requests: int = Field(16, ge=1)
+
+
 class RaydioAppArgs(StrictModel):
     """``args`` of ``services.app:build_app`` in a Serve config file."""
 
@@ -198,6 +211,14 @@ class RaydioAppArgs(StrictModel):
     digits: DigitsArgs = Field(default_factory=DigitsArgs)
     chat: ChatArgs = Field(default_factory=ChatArgs)
     jobs: JobsArgs = Field(default_factory=JobsArgs)
+    remotes: list[RemoteGradioArgs] = Field(default_factory=list, description="Remote Gradio apps used as backends.")
+
+    @model_validator(mode="after")
+    def _unique_remote_names(self) -> RaydioAppArgs:
+        names = [remote.name for remote in self.remotes]
+        if len(names) != len(set(names)):
+            raise ValueError(f"Got remotes named {names}. Each remote needs its own name.")
+        return self
 
 
 class ConfigError(ValueError):

@@ -57,5 +57,11 @@ class ModelUnavailable(RaydioError):
         self.retry_after_s = retry_after_s
 
 
+class BadGateway(RaydioError):
+    """A remote backend (another Gradio app) is down or failed; the message names it."""
+
+    code = "bad_gateway"
+
+
 class ModelTimeout(RaydioError):
     code = "model_timeout"

@@ -11,6 +11,7 @@ import numpy as np
 from ray import serve
 
 from services.config import BatchingArgs, LimitsArgs
+from services.deployments import split_like
 from services.errors import InputTooLarge, InvalidInput
 from services.models.digits import GRID, MAX_INK, DigitsModel, image_to_grid
 
@@ -65,12 +66,8 @@ class DigitsDeployment:
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _classify_batch(self, requests: list[np.ndarray]) -> list[list[list[float]]]:
         self.batch_sizes[len(requests)] += 1
-        probabilities = (await asyncio.to_thread(self.model.predict, np.concatenate(requests))).tolist()
-        out, start = [], 0
-        for grids in requests:
-            out.append(probabilities[start:start + len(grids)])
-            start += len(grids)
-        return out
+        probabilities = await asyncio.to_thread(self.model.predict, np.concatenate(requests))
+        return split_like(requests, probabilities.tolist())
 
     def info(self) -> dict:
         return {

@@ -8,6 +8,7 @@ from collections import Counter
 from ray import serve
 
 from services.config import BatchingArgs, LimitsArgs
+from services.deployments import split_like
 from services.errors import InputTooLarge
 from services.models.embedder import EmbedderModel
 
@@ -43,11 +44,7 @@ class EmbedderDeployment:
         self.batch_sizes[len(requests)] += 1
         flat = [text for texts in requests for text in texts]
         result = await asyncio.to_thread(self.model.embed, flat)
-        vectors, out, start = result.vectors.tolist(), [], 0
-        for texts in requests:
-            out.append(vectors[start:start + len(texts)])
-            start += len(texts)
-        return out
+        return split_like(requests, result.vectors.tolist())
 
     def info(self) -> dict:
         return {

@@ -13,7 +13,7 @@ from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
 from services.ingress.jobs import JobStore
-from services.ingress.routes import agents, auth, digits, health, index, jobs, openai, sessions, v2
+from services.ingress.routes import agents, auth, digits, frontend, health, index, jobs, openai, remote, sessions, v2
 from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, agents, jobs, digits, v2):
+    for module in (index, health, auth, openai, sessions, agents, jobs, digits, remote, frontend, v2):
         app.include_router(module.router)
     if args.mcp.enabled:
         from services.ingress.mcp_server import build_mcp_app, build_mcp_server

@@ -8,6 +8,7 @@ answer 429 with ``Retry-After`` (counted per ingress replica).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -191,7 +192,8 @@ class AuthMiddleware:
         try:
             if authorization and bearer is None:
                 raise AuthError(401, "Unsupported Authorization scheme. Use 'Authorization: Bearer <API key or token>'.")
-            principal = self.auth.authenticate(bearer, _cookie(headers, COOKIE_NAME))
+            # a key lookup may touch the database: keep it off the event loop
+            principal = await asyncio.to_thread(self.auth.authenticate, bearer, _cookie(headers, COOKIE_NAME))
             needed = required_scope(path)
             if needed not in principal.scopes:
                 raise AuthError(403, f"This key lacks the '{needed}' scope needed for {path}.")

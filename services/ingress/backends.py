@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from services.errors import ModelNotFound, ModelTimeout, ModelUnavailable, RaydioError
+from services.errors import ModelNotFound, ModelTimeout, ModelUnavailable, NotFound, RaydioError
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,11 @@ def _translate(name: str, exc: BaseException) -> BaseException:
 class ModelBackends:
     """Calls the model deployments. ``handles`` maps short model names to ``DeploymentHandle``s."""
 
-    def __init__(self, handles: dict[str, Any], timeout_s: float = 120.0, services: dict[str, Any] | None = None) -> None:
+    def __init__(self, handles: dict[str, Any], timeout_s: float = 120.0, services: dict[str, Any] | None = None,
+                 remotes: dict[str, Any] | None = None) -> None:
         self.handles = handles  # the models, by short name
         self.services = services or {}  # other deployments that readiness covers (the job runner)
+        self.remotes = remotes or {}  # remote Gradio backends: listed, but their outages do not make us unready
         self.timeout_s = timeout_s
 
     @property
@@ -77,7 +79,7 @@ class ModelBackends:
 
     def _handle(self, name: str):
         try:
-            return self.handles[name] if name in self.handles else self.services[name]
+            return self.handles.get(name) or self.services.get(name) or self.remotes[name]
         except KeyError:
             raise ModelNotFound(f"Unknown model {name!r}. Available models: {', '.join(self.handles)}.", "model") from None
 
@@ -102,6 +104,14 @@ class ModelBackends:
     async def statuses(self, include_services: bool = False) -> list[ModelStatus]:
         names = [*self.handles, *(self.services if include_services else ())]
         return list(await asyncio.gather(*(self.status(name) for name in names)))
+
+    async def remote_statuses(self) -> list[ModelStatus]:
+        return list(await asyncio.gather(*(self.status(name) for name in self.remotes)))
+
+    async def call_remote(self, name: str, inputs: list) -> Any:
+        if name not in self.remotes:
+            raise NotFound(f"No remote backend named {name!r}. Configured: {', '.join(self.remotes) or 'none'}.", "name")
+        return await self._call(name, "predict", inputs)
 
     async def embed(self, texts: list[str]) -> dict:
         return await self._call("embedder", "embed", texts)

@@ -14,11 +14,13 @@ from services.ingress.backends import ModelBackends
 @serve.ingress()
 class IngressDeployment:
     def __init__(self, embedder: DeploymentHandle, digits: DeploymentHandle, chat: DeploymentHandle,
-                 jobs: DeploymentHandle, args: dict | None = None, jobs_args: dict | None = None) -> None:
+                 jobs: DeploymentHandle, remotes: dict[str, DeploymentHandle] | None = None, args: dict | None = None,
+                 jobs_args: dict | None = None) -> None:
         self.args = IngressArgs.model_validate(args or {})
         self.jobs_args = JobsArgs.model_validate(jobs_args or {})
         self.backends = ModelBackends({"embedder": embedder, "digits": digits, "chat": chat},
-                                      timeout_s=self.args.limits.request_timeout_s, services={"jobs": jobs})
+                                      timeout_s=self.args.limits.request_timeout_s, services={"jobs": jobs},
+                                      remotes=remotes or {})
 
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ingress_app

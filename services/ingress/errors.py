@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from services.errors import (
+    BadGateway,
     Conflict,
     InputTooLarge,
     InvalidInput,
@@ -33,6 +34,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (Conflict, 409, "conflict"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
+    (BadGateway, 502, "bad_gateway"),
 ]
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi.concurrency import run_in_threadpool
-
 from services.config import LimitsArgs
 from services.errors import InputTooLarge, NotFound
-from services.storage.db import session_scope
+from services.storage.db import run_in_session
 from services.storage.repositories import JobRepository
 
 
@@ -27,38 +25,24 @@ class JobStore:
         self.database_url = database_url
 
     async def submit(self, owner_id: str, kind: str, inputs: list, params: dict) -> dict:
-        def submit() -> dict:
-            with session_scope(self.database_url) as session:
-                return job_dict(JobRepository.submit(session, owner_id, kind, inputs, params))
+        # committed before the caller answers 202
+        return await run_in_session(self.database_url,
+                                    lambda s: job_dict(JobRepository.submit(s, owner_id, kind, inputs, params)))
 
-        return await run_in_threadpool(submit)  # committed before the caller answers 202
-
-    async def get(self, owner_id: str, job_id: str, with_results: bool = True) -> dict:
-        def read() -> dict:
-            with session_scope(self.database_url) as session:
-                job = JobRepository.get(session, owner_id, job_id)
-                if job is None:
-                    raise NotFound(f"No job {job_id!r} for this key.", "job_id")
-                return job_dict(job, with_results)
-
-        return await run_in_threadpool(read)
+    async def get(self, owner_id: str, job_id: str) -> dict:
+        return await run_in_session(self.database_url, lambda s: job_dict(_found(JobRepository.get(s, owner_id, job_id), job_id), True))
 
     async def list(self, owner_id: str, limit: int = 50) -> list[dict]:
-        def read() -> list[dict]:
-            with session_scope(self.database_url) as session:
-                return [job_dict(job) for job in JobRepository.list(session, owner_id, limit)]
-
-        return await run_in_threadpool(read)
+        return await run_in_session(self.database_url, lambda s: [job_dict(j) for j in JobRepository.list(s, owner_id, limit)])
 
     async def cancel(self, owner_id: str, job_id: str) -> dict:
-        def cancel() -> dict:
-            with session_scope(self.database_url) as session:
-                job = JobRepository.cancel(session, owner_id, job_id)
-                if job is None:
-                    raise NotFound(f"No job {job_id!r} for this key.", "job_id")
-                return job_dict(job)
+        return await run_in_session(self.database_url, lambda s: job_dict(_found(JobRepository.cancel(s, owner_id, job_id), job_id)))
 
-        return await run_in_threadpool(cancel)
+
+def _found(job, job_id: str):
+    if job is None:
+        raise NotFound(f"No job {job_id!r} for this key.", "job_id")
+    return job
 
 
 def job_dict(job, with_results: bool = False) -> dict:

@@ -370,3 +370,17 @@ class AgentInfo(BaseModel):
     max_tokens: int
     created_at: str
     ui_url: str = Field(description="The agent's chat UI; it works at once, no restart.")
+
+
+# --- remote Gradio backends ---------------------------------------------------------------------
+
+class RemoteRequest(Strict):
+    inputs: list[Any] = Field(description="Positional inputs of the remote endpoint. A file is {\"url\": ...} or "
+                              "{\"data\": <base64>, \"name\": \"x.png\"}.", examples=[["hello"]])
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": ["hello"]}]})
+
+
+class RemoteResponse(BaseModel):
+    backend: str
+    output: Any = Field(description="What the remote returned; files come back as {\"name\", \"data\": <base64>}.")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=8)
@@ -50,6 +53,15 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+async def run_in_session(url: str, work: Callable[[Session], T]) -> T:
+    """Run ``work(session)`` in one transaction on a worker thread, so async callers never block their loop."""
+    def run() -> T:
+        with session_scope(url) as session:
+            return work(session)
+
+    return await asyncio.to_thread(run)
 
 
 def migrate(url: str) -> None:

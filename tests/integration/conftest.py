@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -40,8 +43,30 @@ def auth_headers(admin_key) -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_key}"}
 
 
+REMOTE_PORT = 7861  # configs/serve/test.yaml points its `shout` and `measure` remotes here
+
+
 @pytest.fixture(scope="session")
-def base_url(admin_key) -> str:
+def remote_gradio():
+    """A real Gradio server on 127.0.0.1, used by the stack as a remote backend; stopped by PID at the end."""
+    if not _port_free("127.0.0.1", REMOTE_PORT):
+        pytest.fail(f"127.0.0.1:{REMOTE_PORT} is in use; the remote-backend test app needs it.")
+    process = subprocess.Popen([sys.executable, str(Path(__file__).parent / "remote_gradio_app.py"), str(REMOTE_PORT)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        deadline = time.monotonic() + 60
+        while _port_free("127.0.0.1", REMOTE_PORT):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the remote Gradio test app did not start")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{REMOTE_PORT}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def base_url(admin_key, remote_gradio) -> str:
     port = int(os.environ.get("RAYDIO_TEST_HTTP_PORT", "8000"))
     if not _port_free("127.0.0.1", port):
         pytest.fail(f"127.0.0.1:{port} is in use; stop the other server (make run?) or set RAYDIO_TEST_HTTP_PORT.")

@@ -7,17 +7,20 @@ reads the agent from its URL (``/ui/chat/?agent=NAME``), and REST chat takes ``"
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
 from services.errors import Conflict, InputTooLarge, NotFound
 from services.ingress.dependencies import LimitsDep
 from services.ingress.schemas import ERROR_RESPONSES, AgentCreate, AgentInfo, ErrorResponse
-from services.storage.db import session_scope
+from services.storage.db import run_in_session
 from services.storage.repositories import AgentRepository
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"],
                    responses={**{k: ERROR_RESPONSES[k] for k in (400, 404)}, 409: {"model": ErrorResponse, "description": "The name is taken."}})
+
+
+def _url(request: Request) -> str:
+    return request.app.state.settings.database_url
 
 
 def _info(agent) -> AgentInfo:
@@ -31,13 +34,10 @@ async def create_agent(body: AgentCreate, request: Request, limits: LimitsDep) -
     if body.max_tokens > limits.max_completion_tokens:
         raise InputTooLarge(f"Got max_tokens={body.max_tokens}. At most {limits.max_completion_tokens}.", "max_tokens")
 
-    def create() -> AgentInfo:
-        with session_scope(request.app.state.settings.database_url) as session:
-            return _info(AgentRepository.create(session, request.state.principal.key_id, body.name, body.system_prompt,
-                                                body.temperature, body.max_tokens))
-
+    owner = request.state.principal.key_id
     try:
-        return await run_in_threadpool(create)
+        return await run_in_session(_url(request), lambda s: _info(AgentRepository.create(
+            s, owner, body.name, body.system_prompt, body.temperature, body.max_tokens)))
     except IntegrityError:
         raise Conflict(f"An agent named {body.name!r} already exists.", "name") from None
 
@@ -45,21 +45,16 @@ async def create_agent(body: AgentCreate, request: Request, limits: LimitsDep) -
 @router.get("", response_model=list[AgentInfo])
 async def list_agents(request: Request) -> list[AgentInfo]:
     """Every agent, oldest first."""
-    def read() -> list[AgentInfo]:
-        with session_scope(request.app.state.settings.database_url) as session:
-            return [_info(agent) for agent in AgentRepository.list(session)]
-
-    return await run_in_threadpool(read)
+    return await run_in_session(_url(request), lambda s: [_info(agent) for agent in AgentRepository.list(s)])
 
 
 @router.get("/{name}", response_model=AgentInfo)
 async def get_agent(name: str, request: Request) -> AgentInfo:
     """One agent."""
-    def read() -> AgentInfo:
-        with session_scope(request.app.state.settings.database_url) as session:
-            agent = AgentRepository.by_name(session, name)
-            if agent is None:
-                raise NotFound(f"No agent named {name!r}.", "name")
-            return _info(agent)
+    def read(s) -> AgentInfo:
+        agent = AgentRepository.by_name(s, name)
+        if agent is None:
+            raise NotFound(f"No agent named {name!r}.", "name")
+        return _info(agent)
 
-    return await run_in_threadpool(read)
+    return await run_in_session(_url(request), read)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from services.errors import InvalidInput, NotFound
 from services.ingress.auth import COOKIE_NAME, Authenticator, Principal
 from services.ingress.schemas import ERROR_RESPONSES
-from services.storage.db import session_scope
+from services.storage.db import run_in_session
 from services.storage.repositories import KeyRepository
 
 router = APIRouter(tags=["auth"], responses={k: v for k, v in ERROR_RESPONSES.items() if k in (400, 404)})
@@ -121,32 +121,23 @@ def _info(key) -> dict:
 @router.post("/v1/keys", response_model=CreatedKeyInfo, status_code=201)
 async def create_key(body: KeyCreate, authenticator: AuthenticatorDep) -> CreatedKeyInfo:
     """Create an API key (admin scope). The secret is in the response once and stored only as a hash."""
-    def create():
-        with session_scope(authenticator.database_url) as session:
-            created = KeyRepository.create(session, body.name, list(body.scopes), body.rate_limit_per_minute)
-            return CreatedKeyInfo(**_info(created.key), key=created.secret)
+    def create(s) -> CreatedKeyInfo:
+        created = KeyRepository.create(s, body.name, list(body.scopes), body.rate_limit_per_minute)
+        return CreatedKeyInfo(**_info(created.key), key=created.secret)
 
-    return await run_in_threadpool(create)
+    return await run_in_session(authenticator.database_url, create)
 
 
 @router.get("/v1/keys", response_model=list[KeyInfo])
 async def list_keys(authenticator: AuthenticatorDep) -> list[KeyInfo]:
     """List API keys (admin scope); secrets are never shown again."""
-    def read():
-        with session_scope(authenticator.database_url) as session:
-            return [KeyInfo(**_info(k)) for k in KeyRepository.list(session)]
-
-    return await run_in_threadpool(read)
+    return await run_in_session(authenticator.database_url, lambda s: [KeyInfo(**_info(k)) for k in KeyRepository.list(s)])
 
 
 @router.delete("/v1/keys/{key_id}", status_code=204)
 async def revoke_key(key_id: str, authenticator: AuthenticatorDep) -> Response:
     """Revoke an API key (admin scope); tokens minted from it stop working within the key cache time."""
-    def revoke():
-        with session_scope(authenticator.database_url) as session:
-            return KeyRepository.revoke(session, key_id)
-
-    if not await run_in_threadpool(revoke):
+    if not await run_in_session(authenticator.database_url, lambda s: KeyRepository.revoke(s, key_id)):
         raise NotFound(f"No active key with id {key_id!r}.", "key_id")
     return Response(status_code=204)
 

@@ -25,6 +25,7 @@ def _wants_json(request: Request) -> bool:
 async def index(request: Request, backends: BackendsDep):
     """Every model with its status, every UI, and the API docs."""
     statuses = await backends.statuses()
+    remotes = await backends.remote_statuses()
     body = {
         "service": "raydio",
         "models": [
@@ -32,7 +33,10 @@ async def index(request: Request, backends: BackendsDep):
              "description": MODEL_DESCRIPTIONS.get(s.name, ""), **({"error": s.error} if s.error else {})}
             for s in statuses
         ],
+        "remotes": [{"name": r.name, "path": f"/v1/remote/{r.name}", "target": r.info.get("model_id"),
+                     "description": r.info.get("description", "")} for r in remotes],
         "uis": [{"name": name, "path": f"/ui/{name}/", "description": text} for name, text in request.app.state.uis.items()],
+        "app": "/app",
         "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "embeddings": "/v1/embeddings",
                 "chat": "/v1/chat/completions", "digits": "/v1/digits/classify",
                 "digits_image": "/v1/digits/classify-image", "open_inference_protocol": "/v2",
@@ -52,12 +56,14 @@ def _render(body: dict) -> str:
     )
     uis = "".join(f"<li><a href='{u['path']}'>{escape(u['path'])}</a> — {escape(u['description'])}</li>" for u in body["uis"])
     api = "".join(f"<li><code>{escape(path)}</code> ({escape(name)})</li>" for name, path in body["api"].items())
+    api += "".join(f"<li><code>{escape(r['path'])}</code> (remote Gradio: {escape(r['target'] or '?')})</li>"
+                   for r in body["remotes"])
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>raydio</title>
 <meta name=viewport content="width=device-width,initial-scale=1">
 <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#222}}
 table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
 .ok{{color:#11772d;font-weight:600}}.bad{{color:#b3261e;font-weight:600}}code{{background:#f3f3f3;padding:0 .2rem}}</style>
 </head><body><h1>raydio</h1><p>PyTorch models on Ray Serve. <a href="/docs">API docs</a> ·
-<a href="/health/ready">readiness</a></p>
+<a href="/health/ready">readiness</a> · <a href="/app">the app</a></p>
 <h2>Models</h2><table><tr><th>name</th><th>model</th><th>device</th><th>status</th><th></th></tr>{models}</table>
 <h2>UIs</h2><ul>{uis or '<li>none mounted</li>'}</ul><h2>REST</h2><ul>{api}</ul></body></html>"""

@@ -1,0 +1,89 @@
+"""RemoteGradio: any Gradio app (a Hugging Face Space or a server of your own) as a raydio backend.
+
+The deployment calls it with ``gradio_client``; file inputs go through ``handle_file`` and file outputs come
+back inline (base64), so REST clients never see the remote's temporary paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from services.config import RemoteGradioArgs
+from services.errors import BadGateway, InvalidInput
+
+MAX_INLINE_FILE_BYTES = 8 * 1024 * 1024
+
+
+@serve.deployment(name="remote")
+class RemoteGradioDeployment:
+    def __init__(self, args: dict) -> None:
+        self.args = RemoteGradioArgs.model_validate(args)
+        self._client = None
+        self._lock = threading.Lock()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"raydio-remote-{self.args.name}-"))
+
+    def _connect(self):
+        from gradio_client import Client
+
+        with self._lock:
+            if self._client is None:  # lazily: a remote that is down must not keep this replica from starting
+                token = os.environ.get(self.args.token_env) if self.args.token_env else None
+                self._client = Client(self.args.url, token=token, verbose=False, download_files=str(self._workdir))
+            return self._client
+
+    async def predict(self, inputs: list[Any]) -> Any:
+        """Call the remote's ``api_name`` with ``inputs``; a remote that is down or fails is a BadGateway."""
+        prepared = [self._prepare(value, i) for i, value in enumerate(inputs)]
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(self._predict, prepared), self.args.timeout_s)
+        except (InvalidInput, BadGateway):
+            raise
+        except TimeoutError:
+            raise BadGateway(f"Remote Gradio backend {self.args.name!r} did not answer within {self.args.timeout_s:g}s.",
+                             "backend") from None
+        except Exception as exc:  # noqa: BLE001 - anything the remote or the connection raises
+            with self._lock:
+                self._client = None  # reconnect next time (the remote may have restarted)
+            raise BadGateway(f"Remote Gradio backend {self.args.name!r} failed: {type(exc).__name__}: {str(exc)[:200]}",
+                             "backend") from exc
+        return self._inline_files(result)
+
+    def _predict(self, inputs: list[Any]) -> Any:
+        return self._connect().predict(*inputs, api_name=self.args.api_name)
+
+    def _prepare(self, value: Any, index: int) -> Any:
+        from gradio_client import handle_file
+
+        if isinstance(value, dict) and "url" in value and len(value) == 1:
+            return handle_file(value["url"])
+        if isinstance(value, dict) and "data" in value:  # {"data": base64, "name": "x.png"}
+            try:
+                data = base64.b64decode(value["data"], validate=True)
+            except ValueError as exc:
+                raise InvalidInput(f"inputs[{index}].data is not valid base64.", f"inputs.{index}") from exc
+            path = self._workdir / Path(str(value.get("name") or f"input-{index}")).name
+            path.write_bytes(data)
+            return handle_file(str(path))
+        return value
+
+    def _inline_files(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [self._inline_files(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._inline_files(v) for k, v in value.items()}
+        if isinstance(value, str) and value.startswith(str(self._workdir)) and Path(value).is_file():
+            data = Path(value).read_bytes()[:MAX_INLINE_FILE_BYTES]
+            return {"name": Path(value).name, "data": base64.b64encode(data).decode()}
+        return value
+
+    def info(self) -> dict:
+        return {"name": self.args.name, "model_id": f"gradio:{self.args.url}#{self.args.api_name}",
+                "description": self.args.description}
