@@ -94,6 +94,8 @@ class Authenticator:
         if hit is not None and now - hit[0] < self.args.key_cache_s:
             return hit[1]
         principal = load()
+        if len(self._cache) >= 10_000:  # bounded: a flood of made-up keys must not grow memory
+            self._cache.clear()
         self._cache[cache_key] = (now, principal)
         return principal
 
