@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.config import IngressArgs
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body
+from services.ingress.observability import RequestTelemetry
 from services.ingress.routes import digits, health, index, openai
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,11 @@ class _TooLarge(Exception):
     pass
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) -> FastAPI:
-    """Build the FastAPI app: REST routers, error handlers, body limit and (optionally) the Gradio UIs."""
+def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, behind_serve_proxy: bool = False) -> FastAPI:
+    """Build the FastAPI app: REST routers, error handlers, body limit, telemetry and (optionally) the Gradio UIs.
+
+    ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself.
+    """
     from services.ingress.errors import add_exception_handlers
 
     args = args or IngressArgs()
@@ -82,6 +86,7 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None) 
     if args.mount_ui:
         _mount_uis(app, backends)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
+    app.add_middleware(RequestTelemetry, echo_request_id=not behind_serve_proxy)  # outermost: sees every response
     return app
 
 

@@ -15,6 +15,9 @@ from services.ingress.backends import ModelBackends
 class IngressDeployment:
     def __init__(self, embedder: DeploymentHandle, digits: DeploymentHandle, chat: DeploymentHandle,
                  args: dict | None = None) -> None:
+        from services.telemetry import setup_process
+
+        setup_process("ingress")
         self.args = IngressArgs.model_validate(args or {})
         self.backends = ModelBackends({"embedder": embedder, "digits": digits, "chat": chat},
                                       timeout_s=self.args.limits.request_timeout_s)
@@ -22,4 +25,4 @@ class IngressDeployment:
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ingress_app
 
-        return build_ingress_app(self.backends, self.args)
+        return build_ingress_app(self.backends, self.args, behind_serve_proxy=True)
