@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from services.config import ConfigError, config_reference_markdown, get_settings, load_serve_config
+from services.telemetry.logs import configure_logging
 
 
 def _run(config_path: Path) -> int:
@@ -24,7 +25,7 @@ def _run(config_path: Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner.start_ray(settings)
+    metrics_port = runner.start_ray(settings)
     try:
         config = runner.deploy(config_path)
         url = runner.base_url(config)
@@ -40,6 +41,8 @@ raydio is ready after {elapsed:.0f}s ({config_path})
   chat UI       {url}/ui/chat/
   digits UI     {url}/ui/digits/
   embeddings UI {url}/ui/embeddings/
+  metrics       http://127.0.0.1:{metrics_port}/metrics  (every replica; scrape config: deploy/monitoring/prometheus.yml)
+  traces        {_tracing_line()}
 
 Press Ctrl-C to stop every process this started.
 """, flush=True)
@@ -48,6 +51,17 @@ Press Ctrl-C to stop every process this started.
         print("raydio: shutting down Serve and Ray ...", flush=True)
         runner.shutdown()
     return 0
+
+
+def _tracing_line() -> str:
+    import os
+
+    from services.telemetry.tracing import tracing_requested
+
+    if not tracing_requested():
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export OTLP)"
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    return f"OTLP/HTTP to {endpoint}, sampler {os.environ.get('OTEL_TRACES_SAMPLER', 'parentbased_always_on')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, "cli", json_format=settings.log_format == "json")
     config_path = getattr(args, "config", None) or settings.serve_config
     if args.command == "config-reference":
         print(config_reference_markdown(), end="")

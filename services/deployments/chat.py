@@ -32,7 +32,6 @@ class ChatDeployment:
         self.limits = LimitsArgs.model_validate(limits or {})
         self.model = ChatModel(Path(cache_dir), device).load()
         self.metrics = chat_metrics()
-        self.active = 0
         start_gpu_sampler(self.MODEL, self.model.device)
 
     @tracing.entrypoint
@@ -56,29 +55,27 @@ class ChatDeployment:
             self.metrics.prompt_tokens.inc(len(prompt_ids), tags=tags)
         started = last = time.perf_counter()
         finish_reason, completion_tokens, chunks = "cancelled", 0, 0
-        self.active += 1
-        self.metrics.active_generations.set(self.active, tags=tags)
+        # Not made current: a generator's context belongs to its consumer between items.
+        span = tracing.tracer().start_span(f"{self.MODEL}.forward", attributes={"raydio.prompt_tokens": len(prompt_ids)})
         try:
-            with tracing.span(f"{self.MODEL}.forward", **{"raydio.prompt_tokens": len(prompt_ids)}) as span:
-                steps = self.model.generate(prompt_ids, generation)
-                while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
-                    now = time.perf_counter()
-                    if delta.text:
-                        chunks += 1
-                        if last == started:
-                            self.metrics.time_to_first_token.observe(now - started, tags=tags)
-                            span.add_event("first token")
-                        else:
-                            self.metrics.time_between_tokens.observe(now - last, tags=tags)
-                        last = now
-                    if delta.finish_reason:
-                        finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
-                    yield {"text": delta.text, "finish_reason": delta.finish_reason,
-                           "completion_tokens": delta.completion_tokens}
-                span.set_attribute("raydio.completion_tokens", completion_tokens)
+            steps = self.model.generate(prompt_ids, generation)
+            while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
+                now = time.perf_counter()
+                if delta.text:
+                    chunks += 1
+                    if last == started:
+                        self.metrics.time_to_first_token.observe(now - started, tags=tags)
+                        span.add_event("first token")
+                    else:
+                        self.metrics.time_between_tokens.observe(now - last, tags=tags)
+                    last = now
+                if delta.finish_reason:
+                    finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
+                yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
         finally:
-            self.active -= 1
-            self.metrics.active_generations.set(self.active, tags=tags)
+            span.set_attribute("raydio.completion_tokens", completion_tokens or chunks)
+            span.set_attribute("raydio.finish_reason", finish_reason)
+            span.end()
             if tokens := completion_tokens or chunks:  # a cancelled stream never learns the exact count
                 self.metrics.generated_tokens.inc(tokens, tags={**tags, "finish_reason": finish_reason})
 

@@ -81,7 +81,7 @@ class DigitsDeployment:
         self.batch_sizes[len(requests)] += 1
         grids = np.concatenate(requests)
         with tracing.batch_spans(self.MODEL, contexts, len(grids)) as links, \
-                tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.inputs": len(grids)}):
+                tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(grids)}):
             started = time.perf_counter()
             probabilities = (await asyncio.to_thread(self.model.predict, grids)).tolist()
             model_metrics().observe_forward(self.MODEL, len(grids), time.perf_counter() - started)

@@ -53,7 +53,7 @@ class EmbedderDeployment:
         self.batch_sizes[len(requests)] += 1
         flat = [text for texts in requests for text in texts]
         with tracing.batch_spans(self.MODEL, contexts, len(flat)) as links, \
-                tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.inputs": len(flat)}):
+                tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(flat)}):
             started = time.perf_counter()
             result = await asyncio.to_thread(self.model.embed, flat)
             model_metrics().observe_forward(self.MODEL, len(flat), time.perf_counter() - started)

@@ -6,9 +6,9 @@ import logging
 import re
 import time
 import uuid
+from contextlib import nullcontext
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,10 +36,15 @@ def _route_template(scope: Scope, root_path: str) -> str:
 
 
 class RequestTelemetry:
-    """Per request: accept or assign ``X-Request-ID``, continue or start the trace, time it by route template.
+    """Per request: accept or assign ``X-Request-ID``, make sure a trace context exists, count and time it by route.
+
+    The HTTP server span itself is FastAPI's own (FastAPI >= 0.165 records one, named ``METHOD /route/template``,
+    with the ``traceparent`` it received as parent, whenever a tracer provider is installed); this middleware
+    runs inside it. With tracing off it continues the incoming ``traceparent`` or starts a random trace id,
+    so the response's ``X-Trace-ID`` and the logs of every replica still share one id.
 
     The response carries ``X-Request-ID`` and ``X-Trace-ID``. Behind Serve's proxy, the proxy already
-    assigns and echoes ``X-Request-ID`` (set ``echo_request_id=False`` so it is not sent twice).
+    assigns and echoes ``X-Request-ID`` (``echo_request_id=False`` keeps it from being sent twice).
     """
 
     def __init__(self, app: ASGIApp, echo_request_id: bool = True) -> None:
@@ -55,11 +60,12 @@ class RequestTelemetry:
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         method = scope["method"]
         status = 500
-        token = request_id_var.set(request_id)
-        span = tracing.tracer().start_span(
-            method, context=tracing.root_context(headers), kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"], "raydio.request_id": request_id},
-        )
+        span, ctx = trace.get_current_span(), None
+        if not span.get_span_context().is_valid:  # tracing off: FastAPI started no span
+            ctx = tracing.root_context(headers)
+            span = trace.get_current_span(ctx)
+        elif span.is_recording():
+            span.set_attribute("raydio.request_id", request_id)
         trace_id = format(span.get_span_context().trace_id, "032x")
 
         async def send_with_ids(message: Message) -> None:
@@ -72,25 +78,16 @@ class RequestTelemetry:
                 response_headers[TRACE_ID_HEADER] = trace_id
             await send(message)
 
+        token = request_id_var.set(request_id)
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            with tracing.attached(ctx) if ctx is not None else nullcontext():
                 try:
                     await self.app(scope, receive, send_with_ids)
-                except BaseException as exc:
-                    tracing.record_error(span, exc)
-                    raise
                 finally:
                     route = _route_template(scope, root_path)
                     seconds = time.perf_counter() - started
                     ingress_metrics().observe_http(route, method, status, seconds)
                     logger.info("%s %s %s", method, route, status,
                                 extra={"http_status": status, "duration_ms": round(seconds * 1000, 2)})
-                    if span.is_recording():
-                        span.update_name(f"{method} {route}")
-                        span.set_attribute("http.route", route)
-                        span.set_attribute("http.response.status_code", status)
-                        if status >= 500:
-                            span.set_status(Status(StatusCode.ERROR))
         finally:
-            span.end()
             request_id_var.reset(token)

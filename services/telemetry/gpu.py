@@ -15,8 +15,12 @@ from services.telemetry.metrics import gpu_metrics
 logger = logging.getLogger(__name__)
 
 
-def start_gpu_sampler(model: str, device, period_s: float = 10.0) -> threading.Thread | None:
-    """Sample the CUDA device ``device`` every ``period_s`` seconds; returns None (and does nothing) off CUDA."""
+def start_gpu_sampler(model: str, device, period_s: float = 5.0) -> threading.Thread | None:
+    """Sample the CUDA device ``device`` every ``period_s`` seconds; returns None (and does nothing) off CUDA.
+
+    Ray drops a gauge that is not set again within two metrics export intervals (10 s each by default),
+    so the period must stay below that.
+    """
     import torch
 
     device = torch.device(device)

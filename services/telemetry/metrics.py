@@ -10,6 +10,12 @@ Serve's own ``ray_serve_*`` metrics already count requests per deployment, batch
 queue (``serve_deployment_queued_queries``); raydio does not duplicate them. docs/observability.md
 lists every metric the dashboards and alerts use.
 
+Two properties of Ray's export (2.60) shape what is recorded here: a histogram's ``_sum`` is rebuilt from
+bucket midpoints, so it is approximate (exact totals are counters, e.g. ``raydio_model_inputs``); and a
+gauge not set again within two export intervals is dropped, so gauges are only used for values that a
+sampler refreshes (GPU) — live counts such as generations in flight come from Serve
+(``serve_replica_processing_queries``).
+
 Metric objects are created lazily, on first use in the process that records them, because Serve's
 labels come from the replica context of that process. Later issues add their metrics here the same
 way: jobs by state (Gauge ``raydio_jobs``, labels ``state``), authentication failures (Counter
@@ -76,11 +82,13 @@ def ingress_metrics() -> IngressMetrics:
 class ModelMetrics:
     forward_duration: Histogram
     batch_inputs: Histogram
+    inputs: Counter
 
     def observe_forward(self, model: str, inputs: int, seconds: float) -> None:
         tags = {"model": model}
         self.forward_duration.observe(seconds, tags=tags)
         self.batch_inputs.observe(inputs, tags=tags)
+        self.inputs.inc(inputs, tags=tags)
 
 
 @functools.cache
@@ -90,6 +98,8 @@ def model_metrics() -> ModelMetrics:
                                    "batch.", boundaries=FORWARD_BUCKETS_S, tag_keys=("model",)),
         batch_inputs=Histogram("raydio_model_batch_inputs", "Inputs (strings, images) in one forward pass; a batch of "
                                "requests carries one or more inputs each.", boundaries=INPUT_BUCKETS, tag_keys=("model",)),
+        inputs=Counter("raydio_model_inputs", "Inputs processed by forward passes (exact, unlike a histogram's _sum "
+                       "after Ray's export).", tag_keys=("model",)),
     )
 
 
@@ -99,7 +109,6 @@ class ChatMetrics:
     time_between_tokens: Histogram
     generated_tokens: Counter
     prompt_tokens: Counter
-    active_generations: Gauge
 
 
 @functools.cache
@@ -113,8 +122,6 @@ def chat_metrics() -> ChatMetrics:
         generated_tokens=Counter("raydio_chat_generated_tokens", "Completion tokens generated, by finish reason "
                                  "(stop, length, cancelled).", tag_keys=("model", "finish_reason")),
         prompt_tokens=Counter("raydio_chat_prompt_tokens", "Prompt tokens of accepted generations.", tag_keys=("model",)),
-        active_generations=Gauge("raydio_chat_active_generations", "Generations a chat replica is interleaving now.",
-                                 tag_keys=("model",)),
     )
 
 

@@ -109,13 +109,13 @@ def extract(carrier: dict[str, str] | None) -> otel_context.Context:
 
 
 def root_context(headers: dict[str, str]) -> otel_context.Context:
-    """Context for a request arriving at the ingress: its ``traceparent`` if valid, else a fresh random trace id.
+    """With tracing off: the incoming ``traceparent``'s context if valid, else one with a fresh random trace id.
 
-    With tracing off the fresh id lives in a non-recording span, so logs and headers still carry one id
-    per request and it flows into the replicas; with tracing on the sampler starts the real root span.
+    The id lives in a non-recording span (nothing is exported), so logs and headers still carry one id
+    per request and it flows into the replicas with the carrier.
     """
     ctx = extract(headers)
-    if trace.get_current_span(ctx).get_span_context().is_valid or _enabled:
+    if trace.get_current_span(ctx).get_span_context().is_valid:
         return ctx
     span_context = SpanContext(trace_id=int.from_bytes(secrets.token_bytes(16), "big") or 1,
                                span_id=int.from_bytes(secrets.token_bytes(8), "big") or 1,
