@@ -41,7 +41,7 @@ raydio is ready after {elapsed:.0f}s ({config_path})
   chat UI       {url}/ui/chat/
   digits UI     {url}/ui/digits/
   embeddings UI {url}/ui/embeddings/
-  metrics       http://127.0.0.1:{metrics_port}/metrics  (every replica; scrape config: deploy/monitoring/prometheus.yml)
+  metrics       {_metrics_line(metrics_port)}
   traces        {_tracing_line()}
 
 Press Ctrl-C to stop every process this started.
@@ -51,6 +51,12 @@ Press Ctrl-C to stop every process this started.
         print("raydio: shutting down Serve and Ray ...", flush=True)
         runner.shutdown()
     return 0
+
+
+def _metrics_line(port: int | None) -> str:
+    if port is None:  # joined through Ray Client: the cluster decided its port
+        return "on each Ray node's metrics export port (the cluster's --metrics-export-port)"
+    return f"http://127.0.0.1:{port}/metrics  (every replica; Prometheus: make prometheus, deploy/monitoring/prometheus.yml)"
 
 
 def _tracing_line() -> str:
