@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure lint check-config prepare clean
+.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure readme-config lint check-config prepare clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -64,6 +64,9 @@ bench-telemetry: install-dev ## Per-request cost of the telemetry code, tracing 
 
 measure: install ## Time to ready, memory and single-request latency of the local stack
 	$(PY) scripts/measure_stack.py
+
+readme-config: install ## Regenerate the README's configuration tables from services/config.py
+	$(PY) scripts/update-readme-config.py
 
 lint: install-dev ## Ruff
 	$(PY) -m ruff check services tests scripts

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from services.config import ConfigError, config_reference_markdown, get_settings, load_serve_config
+from services.config import ConfigError, get_settings, load_serve_config
 from services.telemetry.logs import configure_logging
 
 
@@ -21,6 +21,10 @@ def _run(config_path: Path) -> int:
     started = time.monotonic()
     print(f"raydio: preparing models in {settings.cache_dir} (first run trains digits and converts chat) ...", flush=True)
     runner.prepare_models(settings)
+    config = load_serve_config(config_path)
+    settings = runner.prepare_state(settings)
+    auth_enabled = runner.ingress_auth_enabled(config)
+    admin_key = runner.ensure_admin_key(settings) if auth_enabled else None
     print("raydio: starting Ray and Serve ...", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -33,7 +37,7 @@ def _run(config_path: Path) -> int:
         elapsed = time.monotonic() - started
         print(f"""
 raydio is ready after {elapsed:.0f}s ({config_path})
-
+{_auth_banner(auth_enabled, admin_key, settings.database_url)}
   index         {url}/
   API docs      {url}/docs
   health        {url}/health/ready
@@ -50,6 +54,28 @@ Press Ctrl-C to stop every process this started.
     finally:
         print("raydio: shutting down Serve and Ray ...", flush=True)
         runner.shutdown()
+    return 0
+
+
+def _auth_banner(enabled: bool, admin_key: str | None, database_url: str) -> str:
+    if not enabled:
+        return "\n  !! AUTHENTICATION IS OFF (ingress.auth.enabled: false): anyone who reaches the port can use it.\n"
+    if admin_key:
+        return (f"\n  First admin API key (shown once, stored hashed in {database_url}):\n\n      {admin_key}\n\n"
+                "  Send it as 'Authorization: Bearer <key>', or paste it at /login in a browser.\n")
+    return ("\n  Authentication is on. An admin key already exists; create more with\n"
+            "  `python -m services.cli create-key --name NAME [--admin]` or POST /v1/keys.\n")
+
+
+def _create_key(name: str, admin: bool, rate_limit: int | None) -> int:
+    from services import runner
+    from services.storage.db import session_scope
+    from services.storage.repositories import KeyRepository
+
+    settings = runner.prepare_state(get_settings())
+    with session_scope(settings.database_url) as session:
+        created = KeyRepository.create(session, name, ["admin", "inference"] if admin else ["inference"], rate_limit)
+    print(f"{created.key.id}  {created.secret}\n(the secret is shown once; only its hash is stored)")
     return 0
 
 
@@ -78,21 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     for p in (run, check):
         p.add_argument("--config", type=Path, default=None, help="Serve config (default: RAYDIO_SERVE_CONFIG).")
     sub.add_parser("prepare", help="Train/convert and cache the models (for images and CI).")
-    sub.add_parser("config-reference", help="Print the configuration tables of the README.")
+    create = sub.add_parser("create-key", help="Create an API key in the configured database and print it once.")
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true", help="Also grant the admin scope (key management).")
+    create.add_argument("--rate-limit", type=int, default=None, help="Requests per minute for this key.")
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_logging(settings.log_level, "cli", json_format=settings.log_format == "json")
     config_path = getattr(args, "config", None) or settings.serve_config
-    if args.command == "config-reference":
-        print(config_reference_markdown(), end="")
-        return 0
     try:
         if args.command in ("run", "check-config"):
             load_serve_config(config_path)
         if args.command == "check-config":
             print(f"{config_path}: OK")
             return 0
+        if args.command == "create-key":
+            return _create_key(args.name, args.admin, args.rate_limit)
         if args.command == "prepare":
             from services.runner import prepare_models
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MODEL_NAMES = ("embedder", "digits", "chat")
@@ -41,6 +41,24 @@ class Settings(BaseSettings):
         8080, ge=0, le=65535,
         description="Port where a local Ray cluster exports every replica's metrics for Prometheus (0: any free port).",
     )
+    environment: Literal["development", "production"] = Field(
+        "development", description="In production, placeholder or missing secrets are refused at start."
+    )
+    database_url: str = Field(
+        f"sqlite:///{Path.home() / '.local' / 'share' / 'raydio' / 'raydio.db'}",
+        description="SQLAlchemy URL: a SQLite file by default, or postgresql+psycopg://user:pass@host/db.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="Key that signs login tokens; shared by every ingress replica. `make run` creates one if unset."
+    )
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < 32 or secret.lower() in {"changeme", "change-me", "secret"}:
+                raise ValueError("RAYDIO_JWT_SECRET must be set to at least 32 random characters in production.")
+        return self
 
 
 @lru_cache
@@ -134,11 +152,32 @@ class LimitsArgs(StrictModel):
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take before a 504.")
 
 
+class AuthArgs(StrictModel):
+    """Authentication of every route but /health/*: API keys, short-lived JWTs, and per-key rate limits."""
+
+    enabled: bool = Field(True, description="Turn off only on a trusted laptop; `make run` then says so.")
+    token_ttl_s: int = Field(900, ge=60, le=86400, description="Lifetime of a login token (JWT) and browser session.")
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute per key unless the key sets its own.")
+    key_cache_s: float = Field(5.0, ge=0, le=300, description="How long a key lookup is cached; bounds how soon a revocation bites.")
+
+
 class IngressArgs(DeploymentArgs):
     max_ongoing_requests: int = Field(128, ge=1, description="Requests the ingress replica works on at once.")
     max_queued_requests: int = Field(512, ge=-1)
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
+    auth: AuthArgs = Field(default_factory=AuthArgs)
     mount_ui: bool = Field(True, description="Mount the Gradio UIs under /ui/<name>.")
+
+
+class JobsArgs(DeploymentArgs):
+    """The durable job runner."""
+
+    max_ongoing_requests: int = Field(8, ge=1, description="Status calls one runner replica answers at once.")
+    lease_s: float = Field(30.0, ge=1, description="A runner holds a job this long between renewals; a dead runner's "
+                           "job is taken over after it runs out.")
+    chunk_size: int = Field(16, ge=1, le=1024, description="Items computed and recorded together.")
+    poll_interval_s: float = Field(0.5, gt=0, le=60, description="How often an idle runner looks for new jobs.")
+    max_items: int = Field(10_000, ge=1, description="Most items one job may hold.")
 
 
 class RaydioAppArgs(StrictModel):
@@ -149,6 +188,7 @@ class RaydioAppArgs(StrictModel):
     embedder: EmbedderArgs = Field(default_factory=EmbedderArgs)
     digits: DigitsArgs = Field(default_factory=DigitsArgs)
     chat: ChatArgs = Field(default_factory=ChatArgs)
+    jobs: JobsArgs = Field(default_factory=JobsArgs)
 
 
 class ConfigError(ValueError):
@@ -220,7 +260,7 @@ def config_reference_markdown() -> str:
         default = str(field.get_default(call_default_factory=True)).replace(home, "~")
         lines.append(f"| `RAYDIO_{name.upper()}` | `{default}` | {field.description} |")
     defaults = RaydioAppArgs()
-    sections = ("ingress", "embedder", "digits", "chat")
+    sections = ("ingress", "embedder", "digits", "chat", "jobs")
     lines += ["", f"| `args` of `services.app:build_app` | {' | '.join(sections)} | meaning |",
               "|---|" + "---|" * len(sections) + "---|",
               f"| `device` | `{defaults.device}` (all) |{' |' * (len(sections) - 1)} "
@@ -228,6 +268,7 @@ def config_reference_markdown() -> str:
     keys = dict(_leaves(DeploymentArgs))
     keys.update(dict(_leaves(BatchingArgs, "batching.")))
     keys["seed"] = DigitsArgs.model_fields["seed"].description
+    keys.update({k: d for k, d in _leaves(JobsArgs) if k not in keys})
     for key, description in keys.items():
         cells = []
         for section in sections:
@@ -236,7 +277,8 @@ def config_reference_markdown() -> str:
             except AttributeError:
                 cells.append("")
         lines.append(f"| `<deployment>.{key}` | {' | '.join(cells)} | {description} |")
-    lines += ["", "| `args.ingress.limits.*` | default | meaning |", "|---|---|---|"]
-    for key, description in _leaves(LimitsArgs):
-        lines.append(f"| `{key}` | `{_lookup(defaults.ingress.limits, key)}` | {description} |")
+    for section, model in (("limits", LimitsArgs), ("auth", AuthArgs)):
+        lines += ["", f"| `args.ingress.{section}.*` | default | meaning |", "|---|---|---|"]
+        for key, description in _leaves(model):
+            lines.append(f"| `{key}` | `{_lookup(getattr(defaults.ingress, section), key)}` | {description} |")
     return "\n".join(lines) + "\n"

@@ -32,7 +32,11 @@ class InputTooLarge(InvalidInput):
     code = "input_too_large"
 
 
-class ModelNotFound(RaydioError):
+class NotFound(RaydioError):
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
 
 

@@ -29,6 +29,47 @@ def prepare_models(settings: Settings) -> None:
     chat.ensure_converted(settings.cache_dir)
 
 
+def ingress_auth_enabled(config: dict[str, Any]) -> bool:
+    """Whether any raydio app in a Serve config keeps authentication on (the default)."""
+    from services.config import RaydioAppArgs
+
+    return any(RaydioAppArgs.model_validate(app.get("args") or {}).ingress.auth.enabled
+               for app in config["applications"] if app["import_path"] == "services.app:build_app")
+
+
+def prepare_state(settings: Settings) -> Settings:
+    """Migrate the database and make sure every replica will share one JWT secret.
+
+    A secret set in RAYDIO_JWT_SECRET wins; otherwise one is generated once and kept (mode 0600) next to
+    the cache, then exported so Ray passes it to the replicas. Returns settings that carry it.
+    """
+    import secrets
+
+    from services.storage.db import migrate
+
+    migrate(settings.database_url)
+    if settings.jwt_secret is None:
+        path = settings.cache_dir / "jwt-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        os.environ["RAYDIO_JWT_SECRET"] = path.read_text().strip()
+    os.environ["RAYDIO_DATABASE_URL"] = settings.database_url
+    return Settings()
+
+
+def ensure_admin_key(settings: Settings) -> str | None:
+    """Create a first admin key when none exists; returns its secret (to print once) or None."""
+    from services.storage.db import session_scope
+    from services.storage.repositories import KeyRepository
+
+    with session_scope(settings.database_url) as session:
+        if KeyRepository.count_admins(session):
+            return None
+        return KeyRepository.create(session, "first admin (make run)", ["admin", "inference"]).secret
+
+
 def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None:
     """Start a local Ray cluster (or join ``settings.ray_address``); returns the port of its Prometheus metrics.
 

@@ -36,7 +36,8 @@ class ChatDeployment:
 
     @tracing.entrypoint
     async def generate(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
-        """Stream ``{"prompt_tokens"}`` first (after validation), then ``{"text", "finish_reason", "completion_tokens"}``."""
+        """Stream ``{"prompt_tokens", "message_tokens"}`` first (after validation), then ``{"text", "finish_reason",
+        "completion_tokens"}`` per step."""
         generation = GenerationParams(**params)
         try:
             prompt_ids = self.model.prompt_ids(messages)
@@ -49,7 +50,7 @@ class ChatDeployment:
                 f"{limit} prompt tokens are accepted.",
                 "messages",
             )
-        yield {"prompt_tokens": len(prompt_ids)}
+        yield {"prompt_tokens": len(prompt_ids), "message_tokens": [self.model.count_tokens(m["content"]) for m in messages]}
         tags = {"model": self.MODEL}
         if prompt_ids:
             self.metrics.prompt_tokens.inc(len(prompt_ids), tags=tags)
@@ -80,7 +81,7 @@ class ChatDeployment:
                 self.metrics.generated_tokens.inc(tokens, tags={**tags, "finish_reason": finish_reason})
 
     @tracing.entrypoint
-    async def info(self) -> dict:
+    def info(self) -> dict:
         return {
             "name": "chat",
             "model_id": self.model.model_id,

@@ -92,7 +92,7 @@ class DigitsDeployment:
         return out
 
     @tracing.entrypoint
-    async def info(self) -> dict:
+    def info(self) -> dict:
         return {
             "name": "digits",
             "model_id": self.model.model_id,

@@ -64,7 +64,7 @@ class EmbedderDeployment:
         return out
 
     @tracing.entrypoint
-    async def info(self) -> dict:
+    def info(self) -> dict:
         return {
             "name": "embedder",
             "model_id": self.model.model_id,

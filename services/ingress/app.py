@@ -7,11 +7,14 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs
+from services.config import IngressArgs, JobsArgs, Settings, get_settings
+from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body
+from services.ingress.jobs import JobStore
 from services.ingress.observability import RequestTelemetry
-from services.ingress.routes import digits, health, index, openai
+from services.ingress.routes import auth, digits, health, index, jobs, openai, sessions
+from services.ingress.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -68,33 +71,52 @@ class _TooLarge(Exception):
     pass
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, behind_serve_proxy: bool = False) -> FastAPI:
-    """Build the FastAPI app: REST routers, error handlers, body limit, telemetry and (optionally) the Gradio UIs.
+def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator | None:
+    if not args.auth.enabled:
+        logger.warning("authentication is DISABLED by configuration (ingress.auth.enabled: false)")
+        return None
+    if settings.jwt_secret is None:
+        raise RuntimeError("Authentication is on but RAYDIO_JWT_SECRET is not set; every ingress replica needs the same one.")
+    return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
+
+
+def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None,
+                      jobs_args: JobsArgs | None = None, behind_serve_proxy: bool = False) -> FastAPI:
+    """Build the FastAPI app: REST routers, error handlers, auth, body limit, telemetry and (optionally) the Gradio UIs.
 
     ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself.
     """
     from services.ingress.errors import add_exception_handlers
 
     args = args or IngressArgs()
+    settings = settings or get_settings()
     app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION)
     app.state.backends = backends
     app.state.limits = args.limits
+    app.state.settings = settings
+    app.state.authenticator = build_authenticator(args, settings)
+    app.state.sessions = SessionStore(settings.database_url)
+    app.state.jobs = JobStore(settings.database_url)
+    app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, openai, digits):
+    for module in (index, health, auth, openai, sessions, jobs, digits):
         app.include_router(module.router)
     if args.mount_ui:
-        _mount_uis(app, backends)
+        _mount_uis(app, backends, app.state.sessions)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
-    app.add_middleware(RequestTelemetry, echo_request_id=not behind_serve_proxy)  # outermost: sees every response
+    # Added last, so outermost: nothing (REST, Gradio, docs) is reached without credentials.
+    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
+    # Outermost of all: every response, refusals by auth and limits included, carries its ids and is counted.
+    app.add_middleware(RequestTelemetry, echo_request_id=not behind_serve_proxy)
     return app
 
 
-def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
+def _mount_uis(app: FastAPI, backends: ModelBackends, sessions: SessionStore) -> None:
     import gradio as gr
 
     from services.ingress.ui import UI_BUILDERS
 
     for name, (description, builder) in UI_BUILDERS.items():
-        gr.mount_gradio_app(app, builder(backends), path=f"/ui/{name}", footer_links=["api"])
+        gr.mount_gradio_app(app, builder(backends, sessions), path=f"/ui/{name}", footer_links=["api"])
         app.state.uis[name] = description

@@ -109,8 +109,9 @@ class _ObservedCall:
 class ModelBackends:
     """Calls the model deployments. ``handles`` maps short model names to ``DeploymentHandle``s."""
 
-    def __init__(self, handles: dict[str, Any], timeout_s: float = 120.0) -> None:
-        self.handles = handles
+    def __init__(self, handles: dict[str, Any], timeout_s: float = 120.0, services: dict[str, Any] | None = None) -> None:
+        self.handles = handles  # the models, by short name
+        self.services = services or {}  # other deployments that readiness covers (the job runner)
         self.timeout_s = timeout_s
 
     @property
@@ -119,7 +120,7 @@ class ModelBackends:
 
     def _handle(self, name: str):
         try:
-            return self.handles[name]
+            return self.handles[name] if name in self.handles else self.services[name]
         except KeyError:
             raise ModelNotFound(f"Unknown model {name!r}. Available models: {', '.join(self.handles)}.", "model") from None
 
@@ -146,8 +147,9 @@ class ModelBackends:
         except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
             return ModelStatus(name, False, {}, str(exc) or type(exc).__name__)
 
-    async def statuses(self) -> list[ModelStatus]:
-        return list(await asyncio.gather(*(self.status(name) for name in self.handles)))
+    async def statuses(self, include_services: bool = False) -> list[ModelStatus]:
+        names = [*self.handles, *(self.services if include_services else ())]
+        return list(await asyncio.gather(*(self.status(name) for name in names)))
 
     async def embed(self, texts: list[str]) -> dict:
         return await self._call("embedder", "embed", texts)

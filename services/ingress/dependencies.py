@@ -8,6 +8,8 @@ from fastapi import Depends, Request
 
 from services.config import LimitsArgs
 from services.ingress.backends import ModelBackends
+from services.ingress.jobs import JobStore
+from services.ingress.sessions import SessionStore
 
 
 def get_backends(request: Request) -> ModelBackends:
@@ -18,5 +20,15 @@ def get_limits(request: Request) -> LimitsArgs:
     return request.app.state.limits
 
 
+def get_sessions(request: Request) -> SessionStore:
+    return request.app.state.sessions
+
+
+def get_jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
 BackendsDep = Annotated[ModelBackends, Depends(get_backends)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
 LimitsDep = Annotated[LimitsArgs, Depends(get_limits)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from services.config import IngressArgs
+from services.config import IngressArgs, JobsArgs
 from services.ingress.backends import ModelBackends
 
 
@@ -14,15 +14,16 @@ from services.ingress.backends import ModelBackends
 @serve.ingress()
 class IngressDeployment:
     def __init__(self, embedder: DeploymentHandle, digits: DeploymentHandle, chat: DeploymentHandle,
-                 args: dict | None = None) -> None:
+                 jobs: DeploymentHandle, args: dict | None = None, jobs_args: dict | None = None) -> None:
         from services.telemetry import setup_process
 
         setup_process("ingress")
         self.args = IngressArgs.model_validate(args or {})
+        self.jobs_args = JobsArgs.model_validate(jobs_args or {})
         self.backends = ModelBackends({"embedder": embedder, "digits": digits, "chat": chat},
-                                      timeout_s=self.args.limits.request_timeout_s)
+                                      timeout_s=self.args.limits.request_timeout_s, services={"jobs": jobs})
 
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ingress_app
 
-        return build_ingress_app(self.backends, self.args, behind_serve_proxy=True)
+        return build_ingress_app(self.backends, self.args, jobs_args=self.jobs_args, behind_serve_proxy=True)

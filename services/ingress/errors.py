@@ -15,6 +15,7 @@ from services.errors import (
     ModelNotFound,
     ModelTimeout,
     ModelUnavailable,
+    NotFound,
     RaydioError,
 )
 
@@ -24,6 +25,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (InputTooLarge, 400, "invalid_request_error"),
     (InvalidInput, 400, "invalid_request_error"),
     (ModelNotFound, 404, "invalid_request_error"),
+    (NotFound, 404, "not_found"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
 ]

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 
 from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.telemetry import tracing
@@ -27,12 +28,15 @@ def _route_template(scope: Scope, root_path: str) -> str:
     """The matched route's template (``/v1/models/{name}``, ``/ui/chat/gradio_api/queue/join``), never the raw path.
 
     Inside a mounted app (Gradio) the route is the inner one, prefixed with the mount path that routing
-    appended to ``root_path``.
+    appended to ``root_path``. A request refused before routing (authentication, rate limit, body size)
+    is matched against the app's routes here; one that matches none is ``<unmatched>``.
     """
-    path = getattr(scope.get("route"), "path", None)
-    if path is None:
-        return UNMATCHED_ROUTE
-    return scope.get("root_path", "")[len(root_path):] + path
+    route = scope.get("route")
+    if route is None:
+        routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+        route = next((r for r in routes if r.matches(scope)[0] != Match.NONE), None)
+        return getattr(route, "path", None) or UNMATCHED_ROUTE
+    return scope.get("root_path", "")[len(root_path):] + route.path
 
 
 class RequestTelemetry:

@@ -127,6 +127,11 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = Field(None, description="Up to 4 strings that end generation (not included).")
     seed: int | None = Field(None, description="Makes sampling repeatable.")
     user: str | None = Field(None, description="End-user id, accepted for compatibility and not stored.")
+    session_id: str | None = Field(
+        None, description="raydio extension: continue this stored chat session (its history is prepended) and "
+        "append this turn and the answer to it. With the openai client: extra_body={'session_id': ...}.")
+    agent: str | None = Field(None, description="raydio extension: answer as this agent (its system prompt and "
+                              "generation settings apply unless the request sets them).")
 
     @field_validator("stop")
     @classmethod
@@ -200,3 +205,76 @@ class DigitPrediction(BaseModel):
 class DigitsResponse(BaseModel):
     model: str = "digits"
     predictions: list[DigitPrediction]
+
+
+# --- chat sessions ------------------------------------------------------------------------------
+
+class SessionCreate(Strict):
+    title: str = Field("", max_length=200, description="Shown in lists; defaults to the first user message.")
+    agent: str | None = Field(None, description="Bind the session to an agent: its system prompt applies to every turn.")
+
+
+class StoredMessage(BaseModel):
+    role: str
+    content: str
+    tokens: int = Field(description="Tokens of this message, counted by the chat model's tokenizer.")
+    created_at: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    object: Literal["chat.session"] = "chat.session"
+    title: str
+    agent: str | None
+    created_at: str
+    updated_at: str
+
+
+class SessionDetail(SessionInfo):
+    messages: list[StoredMessage]
+
+
+# --- durable jobs -------------------------------------------------------------------------------
+
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=20_000)]
+PixelGrid = Annotated[list[Annotated[list[Annotated[float, Field(ge=0, le=16)]], Field(min_length=8, max_length=8)]],
+                      Field(min_length=8, max_length=8)]
+
+
+class EmbedJob(Strict):
+    kind: Literal["embed"]
+    inputs: list[NonEmptyText] = Field(min_length=1, description="Texts to embed; results are 384-d vectors.")
+
+
+class ClassifyJob(Strict):
+    kind: Literal["classify"]
+    inputs: list[PixelGrid] = Field(min_length=1, description="8x8 grids of ink 0..16; results are labels and probabilities.")
+
+
+class CompleteJob(Strict):
+    kind: Literal["complete"]
+    inputs: list[NonEmptyText] = Field(min_length=1, description="Prompts, each answered as a one-turn chat.")
+    max_tokens: int = Field(64, ge=1, description="Tokens per answer (bounded by the server's limit).")
+    temperature: float = Field(0.7, ge=0, le=2)
+
+
+JobCreate = Annotated[EmbedJob | ClassifyJob | CompleteJob, Field(discriminator="kind")]
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobInfo(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    error: str | None
+    attempts: int = Field(description="How many times a runner claimed it (more than 1 after a runner died).")
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    results: list[Any] | None = Field(description="One output per input, in order, once the job succeeded.")

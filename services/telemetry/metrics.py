@@ -17,10 +17,8 @@ sampler refreshes (GPU) — live counts such as generations in flight come from 
 (``serve_replica_processing_queries``).
 
 Metric objects are created lazily, on first use in the process that records them, because Serve's
-labels come from the replica context of that process. Later issues add their metrics here the same
-way: jobs by state (Gauge ``raydio_jobs``, labels ``state``), authentication failures (Counter
-``raydio_auth_failures``, label ``reason``) and rate-limit rejections (Counter
-``raydio_rate_limited_requests``, labels ``route``, ``key_kind``).
+labels come from the replica context of that process. New groups follow the same pattern: a frozen
+dataclass of metrics and a cached factory (database calls will get theirs here).
 """
 
 from __future__ import annotations
@@ -144,4 +142,39 @@ def gpu_metrics() -> GpuMetrics:
         memory_total=Gauge("raydio_gpu_memory_total_bytes", "Memory of the GPU this replica uses.", tag_keys=tags),
         utilization=Gauge("raydio_gpu_utilization_ratio", "Fraction of time the GPU was busy over the last sample "
                           "period (NVML; absent without it).", tag_keys=tags),
+    )
+
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    jobs: Gauge
+    items: Counter
+
+
+@functools.cache
+def job_metrics() -> JobMetrics:
+    return JobMetrics(
+        jobs=Gauge("raydio_jobs", "Durable jobs in the database by state, as one runner replica counts them (every "
+                   "replica reports the same totals: aggregate with max).", tag_keys=("state",)),
+        items=Counter("raydio_job_items", "Job items a runner computed and recorded, by job kind.", tag_keys=("kind",)),
+    )
+
+
+@dataclass(frozen=True)
+class AuthMetrics:
+    failures: Counter
+    rate_limited: Counter
+
+
+@functools.cache
+def auth_metrics() -> AuthMetrics:
+    return AuthMetrics(
+        failures=Counter("raydio_auth_failures", "Requests refused by authentication: reason unauthenticated (401: "
+                         "missing, invalid, expired or revoked credentials) or forbidden (403: a scope is missing).",
+                         tag_keys=("reason",)),
+        rate_limited=Counter("raydio_rate_limited_requests", "Requests refused with 429 because their key exceeded "
+                             "its rate limit.", tag_keys=()),
     )

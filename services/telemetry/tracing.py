@@ -152,7 +152,7 @@ def entrypoint(func: Callable) -> Callable:
     """Decorate a deployment method called through a handle: accept ``trace_carrier`` and open a SERVER span.
 
     The span is ``<model>.<method>`` (``model`` from the class attribute ``MODEL``), a child of the
-    caller's handle span. Works for coroutines and async generators (streams).
+    caller's handle span. Works for plain methods, coroutines and async generators (streams).
     """
     name = func.__name__
 
@@ -180,12 +180,20 @@ def entrypoint(func: Callable) -> Callable:
 
         return stream_wrapper
 
-    @functools.wraps(func)
-    async def wrapper(self, *args, trace_carrier: dict | None = None, **kwargs):
-        with attached(extract(trace_carrier)), tracer().start_as_current_span(f"{self.MODEL}.{name}", kind=SpanKind.SERVER):
-            return await func(self, *args, **kwargs)
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def wrapper(self, *args, trace_carrier: dict | None = None, **kwargs):
+            with attached(extract(trace_carrier)), tracer().start_as_current_span(f"{self.MODEL}.{name}", kind=SpanKind.SERVER):
+                return await func(self, *args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    @functools.wraps(func)
+    def sync_wrapper(self, *args, trace_carrier: dict | None = None, **kwargs):
+        with attached(extract(trace_carrier)), tracer().start_as_current_span(f"{self.MODEL}.{name}", kind=SpanKind.SERVER):
+            return func(self, *args, **kwargs)
+
+    return sync_wrapper
 
 
 @contextmanager

@@ -40,6 +40,20 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
+def admin_key(tmp_path_factory) -> str:
+    """A fresh SQLite database for the session, migrated, with one admin key; replicas get it through the env."""
+    os.environ["RAYDIO_DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('db')}/raydio.db"
+    get_settings.cache_clear()
+    settings = runner.prepare_state(get_settings())
+    return runner.ensure_admin_key(settings)
+
+
+@pytest.fixture(scope="session")
+def auth_headers(admin_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+@pytest.fixture(scope="session")
 def otlp_sink():
     sink = OtlpSink()
     yield sink
@@ -47,7 +61,7 @@ def otlp_sink():
 
 
 @pytest.fixture(scope="session")
-def stack(otlp_sink) -> Stack:
+def stack(otlp_sink, admin_key) -> Stack:
     port = int(os.environ.get("RAYDIO_TEST_HTTP_PORT", "8000"))
     if not _port_free("127.0.0.1", port):
         pytest.fail(f"127.0.0.1:{port} is in use; stop the other server (make run?) or set RAYDIO_TEST_HTTP_PORT.")
@@ -87,8 +101,8 @@ def base_url(stack) -> str:
 
 
 @pytest.fixture(scope="session")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+def http(base_url, auth_headers):
+    with httpx.Client(base_url=base_url, timeout=60, headers=auth_headers) as client:
         yield client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -11,8 +12,8 @@ from tests.conftest import digit_png
 
 
 @pytest.fixture(scope="module")
-def oai(base_url):
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+def oai(base_url, admin_key):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=admin_key, max_retries=0, timeout=60)
 
 
 def test_openai_embeddings(oai):
@@ -53,26 +54,43 @@ def test_openai_errors_are_typed(oai):
         oai.embeddings.create(model="text-embedding-3-small", input="x")
 
 
-def test_gradio_chat_ui(base_url):
-    client = Client(f"{base_url}/ui/chat/", verbose=False)
+def test_openai_client_without_a_valid_key_is_refused(base_url):
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="rdk_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError, match="not valid"):
+        client.models.list()
+
+
+def test_gradio_chat_ui(base_url, auth_headers):
+    client = Client(f"{base_url}/ui/chat/", verbose=False, headers=auth_headers)
     assert "/chat" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    answer = client.predict("What is the capital of France?", 16, 0.0, api_name="/chat")
+    answer, saved = client.predict("What is the capital of France?", 16, 0.0, {}, api_name="/chat")
     assert "Paris" in answer
+    # the browser's session map comes back; sending it again continues the same stored session
+    again, saved_again = client.predict("And of Italy?", 16, 0.0, saved, api_name="/chat")
+    assert saved_again == saved and again
+    session = httpx.get(f"{base_url}/v1/sessions/{saved['']}", headers=auth_headers).json()
+    assert [m["role"] for m in session["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert session["messages"][1]["content"] == answer and session["messages"][3]["content"] == again
 
 
-def test_gradio_digits_ui(base_url, sklearn_digits, tmp_path):
+def test_gradio_digits_ui(base_url, auth_headers, sklearn_digits, tmp_path):
     path = tmp_path / "digit.png"
     path.write_bytes(digit_png(sklearn_digits.images[7], size=280))
-    client = Client(f"{base_url}/ui/digits/", verbose=False)
+    client = Client(f"{base_url}/ui/digits/", verbose=False, headers=auth_headers)
     label, grid = client.predict({"background": None, "layers": [], "composite": handle_file(str(path))},
                                  api_name="/classify")
     assert label["label"] == str(sklearn_digits.target[7])
     assert np.asarray(grid["data"]).shape == (8, 8)
 
 
-def test_gradio_embeddings_ui(base_url):
-    client = Client(f"{base_url}/ui/embeddings/", verbose=False)
+def test_gradio_embeddings_ui(base_url, auth_headers):
+    client = Client(f"{base_url}/ui/embeddings/", verbose=False, headers=auth_headers)
     table = client.predict("Someone is making music.",
                            "Cats sleep in the sun.\nA man is playing a guitar.\nThe market fell.", api_name="/rank")
     assert table["data"][0][1] == "A man is playing a guitar."
     assert table["data"][0][0] > table["data"][-1][0]
+
+
+def test_gradio_client_without_credentials_is_refused(base_url):
+    with pytest.raises(ValueError, match="credentials were not provided"):
+        Client(f"{base_url}/ui/chat/", verbose=False)

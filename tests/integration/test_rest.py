@@ -9,6 +9,18 @@ import numpy as np
 from tests.conftest import digit_png
 
 
+def test_only_health_answers_without_credentials(base_url):
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=30) as anonymous:
+        assert anonymous.get("/health/ready").status_code == 200
+        for path in ("/", "/v1/models", "/docs", "/ui/chat/", "/ui/chat/config"):
+            assert anonymous.get(path).status_code == 401, path
+        assert anonymous.post("/v1/embeddings", json={"input": "x"}).status_code == 401
+        browser = anonymous.get("/ui/digits/", headers={"Accept": "text/html"})
+        assert browser.status_code == 303 and browser.headers["location"].startswith("/login")
+
+
 def test_index_health_and_models(http):
     index = http.get("/", headers={"Accept": "application/json"}).json()
     assert {m["name"]: m["ready"] for m in index["models"]} == {"embedder": True, "digits": True, "chat": True}

@@ -11,7 +11,7 @@ import inspect
 import pytest
 from fastapi.testclient import TestClient
 
-from services.config import IngressArgs, LimitsArgs
+from services.config import AuthArgs, IngressArgs, LimitsArgs, Settings
 from services.deployments.chat import ChatDeployment
 from services.deployments.digits import DigitsDeployment
 from services.deployments.embedder import EmbedderDeployment
@@ -76,6 +76,16 @@ def _batching_outside_a_replica():
     batching._BatchQueue._warn_if_max_batch_size_exceeds_max_ongoing_requests = original
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_batch_queues():
+    """``@serve.batch`` keeps one queue per decorated method (not per instance), bound to the event loop that
+    first used it. Test modules run their calls on different loops (each TestClient has its own, async tests
+    use pytest-asyncio's), so each module starts with new queues instead of awaiting a finished loop."""
+    for method in (EmbedderDeployment.func_or_class._embed_batch, DigitsDeployment.func_or_class._classify_batch):
+        method.set_max_batch_size.__self__._queue = None
+    yield
+
+
 @pytest.fixture(scope="session")
 def limits():
     return LimitsArgs(max_embedding_inputs=8, max_digit_images=4, max_completion_tokens=64, max_body_bytes=64 * 1024)
@@ -97,14 +107,26 @@ def backends(deployments):
 
 
 @pytest.fixture(scope="session")
-def client(backends, limits):
-    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False))
+def unit_settings(tmp_path_factory) -> Settings:
+    """Settings over a fresh, migrated SQLite file: unit tests never touch the user's database."""
+    from services.storage.db import migrate
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('unit-db')}/raydio.db",
+                        jwt_secret="unit-test-secret-" + "x" * 32)
+    migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def client(backends, limits, unit_settings):
+    # Auth has its own tests (test_auth.py); here the routes themselves are under test.
+    app = build_ingress_app(backends, IngressArgs(limits=limits, mount_ui=False, auth=AuthArgs(enabled=False)), unit_settings)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
-def make_client(handles: dict, limits: LimitsArgs | None = None, timeout_s: float = 60) -> TestClient:
+def make_client(handles: dict, settings: Settings, timeout_s: float = 60) -> TestClient:
     """A client over handles of the caller's choosing (failing ones, slow ones)."""
-    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), IngressArgs(limits=limits or LimitsArgs(),
-                                                                                    mount_ui=False))
+    args = IngressArgs(mount_ui=False, auth=AuthArgs(enabled=False))
+    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), args, settings)
     return TestClient(app, raise_server_exceptions=False)

@@ -78,4 +78,4 @@ def test_readme_configuration_tables_match_the_models():
 
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- config-reference:start -->\n")[1].split("<!-- config-reference:end -->")[0]
-    assert section == config_reference_markdown(), "run `python -m services.cli config-reference` and paste it into README.md"
+    assert section == config_reference_markdown(), "run `make readme-config`"

@@ -253,10 +253,10 @@ class _Failing:
         (ray_exc.RayTaskError("embed", "Traceback", RuntimeError("CUDA error")).as_instanceof_cause(), 503, "failed"),
     ],
 )
-def test_replica_failures_are_503_with_retry_after(exc, status, needle):
+def test_replica_failures_are_503_with_retry_after(exc, status, needle, unit_settings):
     from tests.unit.conftest import LocalHandle
 
-    with make_client({"embedder": LocalHandle(_Failing(exc))}) as client:
+    with make_client({"embedder": LocalHandle(_Failing(exc))}, unit_settings) as client:
         response = client.post("/v1/embeddings", json={"input": "hello"})
         error = _error(response, status, "model_unavailable")
         assert needle in error["message"] and "embedder" in error["message"]
@@ -266,10 +266,10 @@ def test_replica_failures_are_503_with_retry_after(exc, status, needle):
         assert ready.status_code == 503 and ready.json()["models"]["embedder"]["ready"] is False
 
 
-def test_a_model_that_does_not_answer_in_time_is_a_504():
+def test_a_model_that_does_not_answer_in_time_is_a_504(unit_settings):
     from tests.unit.conftest import LocalHandle
 
-    with make_client({"embedder": LocalHandle(_Failing(delay_s=5))}, timeout_s=0.2) as client:
+    with make_client({"embedder": LocalHandle(_Failing(delay_s=5))}, unit_settings, timeout_s=0.2) as client:
         assert "did not answer in time" in _error(client.post("/v1/embeddings", json={"input": "x"}), 504)["message"]
 
 
@@ -280,3 +280,32 @@ def test_openapi_documents_schemas_examples_and_errors(client):
     assert "ErrorResponse" in json.dumps(embeddings["responses"]["400"])
     assert spec["components"]["schemas"]["EmbeddingRequest"]["examples"]
     assert "/v1/digits/classify-image" in spec["paths"]
+
+
+# --- chat sessions -------------------------------------------------------------------------------
+
+def test_a_session_is_continued_and_appended_to(client):
+    session = client.post("/v1/sessions", json={"title": "trip"}).json()
+    assert session["object"] == "chat.session" and session["title"] == "trip"
+    first = client.post("/v1/chat/completions", json=_chat(
+        messages=[{"role": "user", "content": "My name is Zed."}], max_tokens=8, session_id=session["id"])).json()
+    second = client.post("/v1/chat/completions", json=_chat(
+        messages=[{"role": "user", "content": "What is my name?"}], max_tokens=8, session_id=session["id"], stream=True))
+    assert _events(second)[-1] == "[DONE]"
+    stored = client.get(f"/v1/sessions/{session['id']}").json()
+    roles = [m["role"] for m in stored["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    assert stored["messages"][0]["content"] == "My name is Zed."
+    assert stored["messages"][1]["content"] == first["choices"][0]["message"]["content"]
+    assert stored["messages"][1]["tokens"] == first["usage"]["completion_tokens"]
+    assert all(m["tokens"] > 0 for m in stored["messages"])
+    # the history was sent: the second prompt holds the first turn
+    third = client.post("/v1/chat/completions", json=_chat(
+        messages=[{"role": "user", "content": "Thanks."}], max_tokens=1, session_id=session["id"])).json()
+    lone = client.post("/v1/chat/completions", json=_chat(messages=[{"role": "user", "content": "Thanks."}], max_tokens=1)).json()
+    assert third["usage"]["prompt_tokens"] > lone["usage"]["prompt_tokens"] + sum(m["tokens"] for m in stored["messages"])
+    assert session["id"] in [s["id"] for s in client.get("/v1/sessions").json()]
+    assert client.delete(f"/v1/sessions/{session['id']}").status_code == 204
+    _error(client.get(f"/v1/sessions/{session['id']}"), 404, "not_found")
+    _error(client.post("/v1/chat/completions", json=_chat(session_id=session["id"])), 404)
+    _error(client.post("/v1/sessions", json={"title": "x", "colour": "red"}), 400)

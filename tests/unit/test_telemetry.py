@@ -84,9 +84,9 @@ def test_an_incoming_request_id_is_honoured_when_it_is_safe_to_log(client, sent,
         assert HEX32.match(returned)
 
 
-def test_the_trace_context_crosses_into_the_replica_with_the_call():
+def test_the_trace_context_crosses_into_the_replica_with_the_call(unit_settings):
     recorder = _Recorder()
-    with make_client({"embedder": LocalHandle(recorder)}) as client:
+    with make_client({"embedder": LocalHandle(recorder)}, unit_settings) as client:
         incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         response = client.get("/v1/models/embedder", headers={"traceparent": incoming})
         assert response.status_code == 200 and response.headers["X-Trace-ID"] == "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -154,8 +154,8 @@ def test_routes_inside_a_mounted_app_are_prefixed_with_the_mount():
     (ray_exc.RayTaskError("embed", "tb", RuntimeError("CUDA error")).as_instanceof_cause(), 0, "unavailable"),
     (None, 2, "timeout"),
 ])
-def test_model_calls_are_counted_by_outcome(observed, exc, delay_s, outcome):
-    with make_client({"embedder": LocalHandle(_Recorder(exc, delay_s))}, timeout_s=0.5) as client:
+def test_model_calls_are_counted_by_outcome(observed, unit_settings, exc, delay_s, outcome):
+    with make_client({"embedder": LocalHandle(_Recorder(exc, delay_s))}, unit_settings, timeout_s=0.5) as client:
         client.post("/v1/embeddings", json={"input": "hello"})
     assert observed.calls == [("embedder", "embed", outcome)]
 

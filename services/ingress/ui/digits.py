@@ -8,7 +8,7 @@ from services.errors import RaydioError
 from services.ingress.backends import ModelBackends
 
 
-def build_digits_ui(backends: ModelBackends) -> gr.Blocks:
+def build_digits_ui(backends: ModelBackends, _sessions=None) -> gr.Blocks:
     async def classify(drawing) -> tuple[dict[str, float], list[list[float]]]:
         """Classify a drawn or uploaded digit; returns the probabilities per digit and the 8x8 grid the model saw."""
         image = drawing.get("composite") if isinstance(drawing, dict) else drawing

@@ -13,7 +13,7 @@ EXAMPLE_SENTENCES = "\n".join([
 ])
 
 
-def build_embeddings_ui(backends: ModelBackends) -> gr.Blocks:
+def build_embeddings_ui(backends: ModelBackends, _sessions=None) -> gr.Blocks:
     async def rank(query: str, sentences: str) -> list[list]:
         """Rank sentences (one per line) by cosine similarity to the query, most similar first."""
         candidates = [line.strip() for line in sentences.splitlines() if line.strip()]

@@ -1,0 +1,232 @@
+"""Authentication and authorisation for every route the ingress serves (REST, Gradio, docs), except /health/*.
+
+Credentials: an API key (``rdk_...``, stored hashed) or a short-lived JWT minted from one, sent as
+``Authorization: Bearer``; a browser gets a login page and an HttpOnly session cookie holding a JWT.
+Scopes: ``inference`` for the models, ``admin`` for key management. Per-key token-bucket rate limits
+answer 429 with ``Retry-After`` (counted per ingress replica).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import jwt
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.config import AuthArgs
+from services.storage.db import session_scope
+from services.storage.repositories import KEY_PREFIX, KeyRepository
+from services.telemetry.metrics import auth_metrics
+
+logger = logging.getLogger(__name__)
+
+COOKIE_NAME = "raydio_session"
+OPEN_PREFIXES = ("/health/",)
+LOGIN_PATHS = ("/login", "/logout")
+ADMIN_PREFIXES = ("/v1/keys",)
+SCOPES = ("inference", "admin")
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    rate_limit_per_minute: int | None = None
+    via: str = "api_key"  # api_key | token | cookie | disabled
+
+
+ANONYMOUS_LOCAL = Principal("local", "local (auth disabled)", frozenset(SCOPES), via="disabled")
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """Token bucket per key: ``limit`` requests per minute, bursts up to ``limit``."""
+
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, key: str, limit_per_minute: int) -> float:
+        """0 when allowed; otherwise the seconds until the next request would be."""
+        now = time.monotonic()
+        rate = limit_per_minute / 60.0
+        with self.lock:
+            bucket = self.buckets.setdefault(key, _Bucket(float(limit_per_minute), now))
+            bucket.tokens = min(float(limit_per_minute), bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return 0.0
+            return (1 - bucket.tokens) / rate
+
+
+class Authenticator:
+    def __init__(self, database_url: str, jwt_secret: str, args: AuthArgs) -> None:
+        self.database_url, self.secret, self.args = database_url, jwt_secret, args
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self.limiter = RateLimiter()
+
+    # --- keys and tokens ------------------------------------------------------------------------
+
+    def _cached(self, cache_key: str, load) -> Principal | None:
+        hit = self._cache.get(cache_key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.args.key_cache_s:
+            return hit[1]
+        principal = load()
+        self._cache[cache_key] = (now, principal)
+        return principal
+
+    def _principal_from_key(self, key) -> Principal | None:
+        if key is None or key.revoked_at is not None:
+            return None
+        return Principal(key.id, key.name, frozenset(key.scopes.split()), key.rate_limit_per_minute)
+
+    def principal_for_key(self, secret: str) -> Principal | None:
+        def load():
+            with session_scope(self.database_url) as session:
+                return self._principal_from_key(KeyRepository.find_active(session, secret))
+
+        return self._cached("secret:" + secret, load)
+
+    def principal_for_key_id(self, key_id: str) -> Principal | None:
+        def load():
+            with session_scope(self.database_url) as session:
+                return self._principal_from_key(KeyRepository.get(session, key_id))
+
+        return self._cached("id:" + key_id, load)
+
+    def issue_token(self, principal: Principal) -> tuple[str, int]:
+        now = int(time.time())
+        claims = {"sub": principal.key_id, "scope": " ".join(sorted(principal.scopes)), "iat": now,
+                  "exp": now + self.args.token_ttl_s, "iss": "raydio"}
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM), self.args.token_ttl_s
+
+    def principal_for_token(self, token: str, via: str) -> Principal:
+        try:
+            claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM], issuer="raydio",
+                                options={"require": ["exp", "sub", "iss"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "The token has expired. Log in again or mint a new one at POST /v1/auth/token.") from None
+        except jwt.InvalidTokenError:
+            raise AuthError(401, "The credentials are not valid (malformed or tampered token, or wrong API key).") from None
+        key = self.principal_for_key_id(claims["sub"])
+        if key is None:
+            raise AuthError(401, "The key this token was minted from has been revoked.")
+        # A token never carries more than its key still has.
+        scopes = frozenset(claims.get("scope", "").split()) & key.scopes
+        return Principal(key.key_id, key.name, scopes, key.rate_limit_per_minute, via)
+
+    def authenticate(self, bearer: str | None, cookie: str | None) -> Principal:
+        if bearer:
+            if bearer.startswith(KEY_PREFIX):
+                principal = self.principal_for_key(bearer)
+                if principal is None:
+                    raise AuthError(401, "The API key is not valid or has been revoked.")
+                return principal
+            return self.principal_for_token(bearer, "token")
+        if cookie:
+            return self.principal_for_token(cookie, "cookie")
+        raise AuthError(401, "Missing credentials. Send 'Authorization: Bearer <API key or token>' or log in at /login.")
+
+
+def required_scope(path: str) -> str:
+    return "admin" if path.startswith(ADMIN_PREFIXES) else "inference"
+
+
+def is_open(path: str) -> bool:
+    return path.startswith(OPEN_PREFIXES) or path in LOGIN_PATHS
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _cookie(headers: dict[str, str], name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+class AuthMiddleware:
+    """Pure ASGI, so it covers everything mounted in the app: routers, Gradio sub-apps, streaming responses."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, default_limit: int = 600) -> None:
+        self.app, self.auth, self.default_limit = app, authenticator, default_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        state = scope.setdefault("state", {})
+        if self.auth is None:
+            state["principal"] = ANONYMOUS_LOCAL
+            return await self.app(scope, receive, send)
+        if is_open(path):
+            return await self.app(scope, receive, send)
+        headers = _headers(scope)
+        authorization = headers.get("authorization", "")
+        bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
+        try:
+            if authorization and bearer is None:
+                raise AuthError(401, "Unsupported Authorization scheme. Use 'Authorization: Bearer <API key or token>'.")
+            principal = self.auth.authenticate(bearer, _cookie(headers, COOKIE_NAME))
+            needed = required_scope(path)
+            if needed not in principal.scopes:
+                raise AuthError(403, f"This key lacks the '{needed}' scope needed for {path}.")
+        except AuthError as exc:
+            auth_metrics().failures.inc(tags={"reason": "unauthenticated" if exc.status == 401 else "forbidden"})
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
+            if exc.status == 401 and _wants_html(scope, headers):
+                return await _redirect_to_login(scope, send)
+            return await _reject(send, exc.status, exc.message, "authentication_error" if exc.status == 401 else "permission_error")
+        retry_after = self.auth.limiter.check(principal.key_id, principal.rate_limit_per_minute or self.default_limit)
+        if retry_after > 0:
+            auth_metrics().rate_limited.inc()
+            return await _reject(send, 429, f"Rate limit exceeded for key {principal.name!r}. Retry after the delay in Retry-After.",
+                                 "rate_limit_error", {"retry-after": str(math.ceil(retry_after))})
+        state["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def _wants_html(scope: Scope, headers: dict[str, str]) -> bool:
+    return scope["type"] == "http" and scope.get("method") == "GET" and "text/html" in headers.get("accept", "")
+
+
+async def _redirect_to_login(scope: Scope, send: Send) -> None:
+    target = scope.get("root_path", "") + scope["path"] + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", f"/login?next={quote(target, safe='')}".encode())]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _reject(send: Send, status: int, message: str, type_: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": {"message": message, "type": type_, "param": None, "code": type_}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="raydio"'))
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,184 @@
+"""Authentication over the whole app, Gradio mounts included, with a real SQLite key store."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from starlette.routing import Mount
+
+from services.config import AuthArgs, IngressArgs, LimitsArgs, Settings
+from services.ingress.app import build_ingress_app
+from services.storage.db import migrate, session_scope
+from services.storage.repositories import KeyRepository
+
+SECRET = "unit-test-secret-" + "x" * 32
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('auth')}/raydio.db"
+    migrate(url)
+    with session_scope(url) as session:
+        created = {
+            "admin": KeyRepository.create(session, "admin", ["admin", "inference"]).secret,
+            "user": KeyRepository.create(session, "user", ["inference"]).secret,
+            "limited": KeyRepository.create(session, "limited", ["inference"], rate_limit_per_minute=3).secret,
+            "revoked": KeyRepository.create(session, "revoked", ["inference"]),
+        }
+        KeyRepository.revoke(session, created["revoked"].key.id)
+        created["revoked"] = created["revoked"].secret
+    return url, created
+
+
+@pytest.fixture(scope="module")
+def app(keys, backends):
+    url, _ = keys
+    settings = Settings(database_url=url, jwt_secret=SECRET)
+    args = IngressArgs(limits=LimitsArgs(), mount_ui=True, auth=AuthArgs(key_cache_s=0, token_ttl_s=600))
+    return build_ingress_app(backends, args, settings)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as test_client:
+        yield test_client
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+def every_route(routes, prefix: str = "") -> list[tuple[str, str]]:
+    """(method, path) of every route in the app and, recursively, in each mounted app, path parameters filled in."""
+    found = []
+    for route in routes:
+        if isinstance(route, Mount):
+            found += every_route(route.routes, prefix + route.path)
+        elif hasattr(route, "effective_candidates"):  # FastAPI's lazily included routers
+            found += every_route(route.effective_candidates(), prefix)
+        elif getattr(route, "methods", None):
+            found += [(method, _concrete(prefix + route.path)) for method in sorted(route.methods)]
+    return found
+
+
+def test_every_route_refuses_requests_without_credentials(app, client, keys):
+    routes = every_route(app.routes)
+    gradio = [path for _, path in routes if path.startswith("/ui/")]
+    assert len(gradio) > 100 and any("queue/join" in p for p in gradio) and any("upload" in p for p in gradio)
+    assert ("POST", "/v1/chat/completions") in routes and ("GET", "/docs") in routes
+    checked = 0
+    for method, path in routes:
+        if path.startswith("/health/") or path in ("/login", "/logout"):
+            continue
+        response = client.request(method, path, headers={"Accept": "application/json"})
+        assert response.status_code == 401, f"{method} {path} answered {response.status_code} without credentials"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        checked += 1
+    assert checked > 150
+    spec_paths = client.get("/openapi.json", headers=bearer(keys[1]["admin"])).json()["paths"]
+    for path, operations in spec_paths.items():
+        for method in operations:
+            if not path.startswith("/health/"):
+                assert client.request(method.upper(), _concrete(path)).status_code == 401, path
+
+
+def test_health_stays_open(client):
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "needle"),
+    [
+        ({}, "Missing credentials"),
+        (bearer("rdk_not-a-real-key"), "not valid or has been revoked"),
+        (bearer("not.a.jwt"), "malformed or tampered"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "Unsupported Authorization scheme"),
+    ],
+)
+def test_bad_credentials_are_401_with_a_reason(client, headers, needle):
+    response = client.get("/v1/models", headers=headers)
+    assert response.status_code == 401
+    assert needle in response.json()["error"]["message"]
+
+
+def test_revoked_key_is_refused(client, keys):
+    response = client.get("/v1/models", headers=bearer(keys[1]["revoked"]))
+    assert response.status_code == 401 and "revoked" in response.json()["error"]["message"]
+
+
+def test_tokens_expire_and_cannot_be_tampered_with(client, keys):
+    token = client.post("/v1/auth/token", headers=bearer(keys[1]["user"])).json()
+    assert token["token_type"] == "bearer" and token["scope"] == "inference" and token["expires_in"] == 600
+    assert client.get("/v1/models", headers=bearer(token["access_token"])).status_code == 200
+    claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+    forged = jwt.encode({**claims, "scope": "admin inference"}, "a-guessed-secret-that-is-long-enough-0123456789", algorithm="HS256")
+    assert "tampered" in client.get("/v1/keys", headers=bearer(forged)).json()["error"]["message"]
+    expired = jwt.encode({**claims, "exp": int(time.time()) - 5}, SECRET, algorithm="HS256")
+    response = client.get("/v1/models", headers=bearer(expired))
+    assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
+    # a token cannot mint more tokens
+    assert client.post("/v1/auth/token", headers=bearer(token["access_token"])).status_code == 400
+
+
+def test_admin_scope_guards_key_management(client, keys):
+    response = client.get("/v1/keys", headers=bearer(keys[1]["user"]))
+    assert response.status_code == 403 and "'admin' scope" in response.json()["error"]["message"]
+    created = client.post("/v1/keys", json={"name": "ci", "scopes": ["inference"]}, headers=bearer(keys[1]["admin"]))
+    assert created.status_code == 201
+    secret = created.json()["key"]
+    listed = client.get("/v1/keys", headers=bearer(keys[1]["admin"])).json()
+    assert secret not in str(listed) and "ci" in [k["name"] for k in listed]
+    assert client.get("/v1/models", headers=bearer(secret)).status_code == 200
+    assert client.delete(f"/v1/keys/{created.json()['id']}", headers=bearer(keys[1]["admin"])).status_code == 204
+    assert client.get("/v1/models", headers=bearer(secret)).status_code == 401
+    bad = client.post("/v1/keys", json={"name": "x", "scopes": ["root"]}, headers=bearer(keys[1]["admin"]))
+    assert bad.status_code == 400 and "scopes" in bad.json()["error"]["message"]
+
+
+def test_rate_limit_is_429_with_retry_after(client, keys):
+    statuses = [client.get("/health/live").status_code for _ in range(5)]  # open routes are not counted
+    assert statuses == [200] * 5
+    answers = [client.get("/v1/models", headers=bearer(keys[1]["limited"])) for _ in range(5)]
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+    limited = answers[3]
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert "Rate limit" in limited.json()["error"]["message"]
+
+
+def test_browser_gets_a_login_page_and_a_session_cookie(client, keys):
+    page = client.get("/ui/chat/", headers={"Accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fui%2Fchat%2F"
+    assert "API key" in client.get(page.headers["location"]).text
+    wrong = client.post("/login", data={"api_key": "rdk_wrong", "next": "/ui/chat/"})
+    assert wrong.status_code == 401 and "not valid" in wrong.text
+    login = client.post("/login", data={"api_key": keys[1]["user"], "next": "/ui/chat/"})
+    assert login.status_code == 303 and login.headers["location"] == "/ui/chat/"
+    cookie = login.cookies["raydio_session"]
+    assert "httponly" in login.headers["set-cookie"].lower()
+    client.cookies.set("raydio_session", cookie)
+    ui = client.get("/ui/chat/", headers={"Accept": "text/html"})
+    assert ui.status_code == 200 and "gradio" in ui.text.lower()
+    assert client.get("/ui/chat/config").status_code == 200
+    client.cookies.clear()
+    assert client.post("/login", data={"api_key": keys[1]["user"], "next": "//evil.example"}).headers["location"] == "/"
+    client.cookies.clear()
+
+
+def test_a_key_sees_only_its_own_sessions(client, keys):
+    mine = client.post("/v1/sessions", json={"title": "mine"}, headers=bearer(keys[1]["user"])).json()
+    assert client.get(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["user"])).status_code == 200
+    theirs = client.get(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["admin"]))
+    assert theirs.status_code == 404  # not 403: another key's session does not exist for you
+    assert mine["id"] not in [s["id"] for s in client.get("/v1/sessions", headers=bearer(keys[1]["admin"])).json()]
+    assert client.delete(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["admin"])).status_code == 404
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "session_id": mine["id"]}
+    assert client.post("/v1/chat/completions", json=chat, headers=bearer(keys[1]["admin"])).status_code == 404
