@@ -33,10 +33,19 @@ def _route_template(scope: Scope, root_path: str) -> str:
     """
     route = scope.get("route")
     if route is None:
-        routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
-        route = next((r for r in routes if r.matches(scope)[0] != Match.NONE), None)
-        return getattr(route, "path", None) or UNMATCHED_ROUTE
+        return _match(getattr(getattr(scope.get("app"), "router", None), "routes", ()), scope) or UNMATCHED_ROUTE
     return scope.get("root_path", "")[len(root_path):] + route.path
+
+
+def _match(routes, scope: Scope) -> str | None:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.165 wraps each included router
+        if included is not None:
+            if found := _match(included.routes, scope):  # its routes' paths carry the APIRouter's prefix
+                return found
+        elif getattr(route, "path", None) and route.matches(scope)[0] != Match.NONE:
+            return route.path
+    return None
 
 
 class RequestTelemetry:

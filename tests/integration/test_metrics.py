@@ -52,7 +52,7 @@ def _expect_increase(prometheus: PrometheusServer, exprs: dict[str, str], before
     assert {key: round(after[key] - before[key], 6) for key in expected} == expected
 
 
-def test_http_model_and_batch_metrics_move_by_exactly_the_traffic_sent(prometheus, base_url):
+def test_http_model_and_batch_metrics_move_by_exactly_the_traffic_sent(prometheus, base_url, auth_headers):
     exprs = {
         "http_ok": 'sum(ray_raydio_http_requests_total{route="/v1/embeddings", method="POST", status="200"})',
         "http_bad": 'sum(ray_raydio_http_requests_total{route="/v1/embeddings", method="POST", status="400"})',
@@ -68,7 +68,7 @@ def test_http_model_and_batch_metrics_move_by_exactly_the_traffic_sent(prometheu
     before = _settled(prometheus, exprs)
 
     async def traffic() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=auth_headers) as client:
             ok = [client.post("/v1/embeddings", json={"input": [f"metric {i}", "two inputs"]}) for i in range(16)]
             bad = [client.post("/v1/embeddings", json={"input": [TOO_LONG]}) for _ in range(3)]
             return await asyncio.gather(*ok, *bad)
@@ -129,6 +129,23 @@ def test_serve_metrics_are_scraped_with_them(prometheus):
         assert prometheus.query(f'{name}{{application="raydio"}}'), f"{name} is missing"
 
 
+def test_refusals_by_authentication_are_counted_under_their_route(prometheus, base_url):
+    exprs = {
+        "failures": 'sum(ray_raydio_auth_failures_total{reason="unauthenticated"})',
+        "http_401": 'sum(ray_raydio_http_requests_total{route="/v1/models/{name}", method="GET", status="401"})',
+    }
+    before = _settled(prometheus, exprs)
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}):
+        assert httpx.get(f"{base_url}/v1/models/digits", headers=headers, timeout=30).status_code == 401
+    _expect_increase(prometheus, exprs, before, {"failures": 2, "http_401": 2})
+
+
+def test_the_job_runner_reports_jobs_by_state(prometheus):
+    prometheus.wait_until('count(ray_raydio_jobs{deployment="jobs"})', lambda v: v == 5, timeout_s=30)
+    states = {s["metric"]["state"] for s in prometheus.query("ray_raydio_jobs")}
+    assert states == {"queued", "running", "succeeded", "failed", "cancelled"}
+
+
 def test_alert_rules_load_and_evaluate_against_the_live_metrics(prometheus):
     deadline = time.monotonic() + 30
     while True:
@@ -146,7 +163,7 @@ def test_alert_rules_load_and_evaluate_against_the_live_metrics(prometheus):
 def test_every_dashboard_query_is_valid_promql_and_the_core_panels_have_data(prometheus):
     dashboard = json.loads(DASHBOARD.read_text())
     # GPU panels need CUDA; errors and rejections need failures; queue gauges are only set while requests wait.
-    may_be_empty = re.compile(r"GPU|error|reject|queue|autoscaling", re.IGNORECASE)
+    may_be_empty = re.compile(r"GPU|error|reject|queue|autoscaling|job items", re.IGNORECASE)
     panels = [p for p in dashboard["panels"] if p.get("targets")]
     assert len(panels) >= 8
     empty = []

@@ -76,9 +76,9 @@ def test_a_replica_error_marks_the_spans_failed(http, otlp_sink):
     assert named["digits.classify call"].status_code == 2 and named["digits.classify"].status_code == 2  # ERROR
 
 
-def test_requests_batched_together_each_see_the_batch_and_share_one_forward_pass(base_url, otlp_sink):
+def test_requests_batched_together_each_see_the_batch_and_share_one_forward_pass(base_url, auth_headers, otlp_sink):
     async def send(n: int) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=auth_headers) as client:
             return await asyncio.gather(*(client.post("/v1/embeddings", json={"input": [f"batch {i}"]}) for i in range(n)))
 
     responses = asyncio.run(send(24))

@@ -114,7 +114,7 @@ def test_http_metrics_use_route_templates_never_raw_paths(client, observed):
         ("/v1/models/{name}", "GET", 404),
         ("<unmatched>", "GET", 404),
         ("/v1/embeddings", "DELETE", 405),
-        ("<unmatched>", "POST", 413),  # refused by the body limit before routing
+        ("/v1/embeddings", "POST", 413),  # refused by the body limit before routing, still under its route
         ("/health/live", "BREW", 405),  # the metric maps unknown methods to OTHER
     ]
 
@@ -200,3 +200,22 @@ def test_tracing_off_installs_no_tracer_provider():
     assert not tracing.tracing_enabled()
     assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"  # the API's no-op
     assert not tracing.tracer().start_span("x").is_recording()
+
+
+def test_requests_refused_by_authentication_are_counted_under_their_route(observed, backends, unit_settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from services.config import IngressArgs
+    from services.ingress.app import build_ingress_app
+
+    failures = []
+    monkeypatch.setattr("services.ingress.auth.auth_metrics", lambda: type("M", (), {"failures": type("C", (), {
+        "inc": staticmethod(lambda tags: failures.append(tags["reason"]))})})())
+    app = build_ingress_app(backends, IngressArgs(mount_ui=False), unit_settings)  # authentication on, the default
+    with TestClient(app, raise_server_exceptions=False) as client:
+        missing = client.get("/v1/models/digits")
+        wrong = client.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
+    assert missing.status_code == wrong.status_code == 401
+    assert HEX32.match(missing.headers["X-Trace-ID"]) and HEX32.match(wrong.headers["X-Request-ID"])
+    assert observed.http == [("/v1/models/{name}", "GET", 401), ("/v1/embeddings", "POST", 401)]
+    assert failures == ["unauthenticated", "unauthenticated"]
