@@ -37,7 +37,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 logger = logging.getLogger(__name__)
 
-CARRIER_KWARG = "trace_carrier"
 TRACER_NAME = "raydio"
 
 _propagator = TraceContextTextMapPropagator()
@@ -81,13 +80,6 @@ def setup_tracing(component: str) -> bool:
 
 def tracing_enabled() -> bool:
     return _enabled
-
-
-def shutdown_tracing() -> None:
-    """Flush and stop the exporter (spans still buffered are sent)."""
-    provider = trace.get_tracer_provider()
-    if hasattr(provider, "shutdown"):
-        provider.shutdown()
 
 
 def tracer() -> trace.Tracer:
