@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration measure readme-config lint check-config prepare chart-check chart-docs clean
+.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure readme-config lint check-config prepare chart-check chart-docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -38,7 +38,7 @@ prepare: install ## Train/convert and cache the models (done by `run` too)
 check-config: install ## Validate the Serve config (RAYDIO_SERVE_CONFIG or configs/serve/local.yaml)
 	$(PY) -m services.cli check-config
 
-test: install-dev ## Unit tests, then integration tests against one real Serve instance
+test: install-dev test-monitoring ## Alert rule tests, unit tests, then integration tests against one real Serve instance
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration
 
@@ -47,6 +47,20 @@ test-unit: install-dev ## Unit tests only (no Ray cluster)
 
 test-integration: install-dev ## Integration tests only (starts Serve on 127.0.0.1:8000)
 	$(PY) -m pytest tests/integration
+
+RULES := deploy/helm/raydio/files/raydio-alerts.rules.yaml
+
+test-monitoring: ## promtool: check the alert rules and the scrape config, run the rules' unit tests
+	promtool check rules $(RULES)
+	promtool check config deploy/monitoring/prometheus.yml
+	promtool test rules deploy/monitoring/tests/*.test.yaml
+
+prometheus: ## Prometheus on 127.0.0.1:9090 scraping `make run`'s metrics port, with raydio's alerts
+	prometheus --config.file=deploy/monitoring/prometheus.yml --storage.tsdb.path=.cache/prometheus \
+		--web.listen-address=127.0.0.1:9090
+
+bench-telemetry: install-dev ## Per-request cost of the telemetry code, tracing off and on
+	$(PY) scripts/bench_telemetry.py
 
 measure: install ## Time to ready, memory and single-request latency of the local stack
 	$(PY) scripts/measure_stack.py

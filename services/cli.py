@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from services.config import ConfigError, get_settings, load_serve_config
+from services.telemetry.logs import configure_logging
 
 
 def _run(config_path: Path) -> int:
@@ -28,7 +29,7 @@ def _run(config_path: Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner.start_ray(settings)
+    metrics_port = runner.start_ray(settings)
     try:
         config = runner.deploy(config_path)
         url = runner.base_url(config)
@@ -48,6 +49,8 @@ raydio is ready after {elapsed:.0f}s ({config_path})
   digits UI     {url}/ui/digits/
   embeddings UI {url}/ui/embeddings/
   jobs UI       {url}/ui/jobs/
+  metrics       {_metrics_line(metrics_port)}
+  traces        {_tracing_line()}
 
 Press Ctrl-C to stop every process this started.
 """, flush=True)
@@ -80,6 +83,23 @@ def _create_key(name: str, admin: bool, rate_limit: int | None) -> int:
     return 0
 
 
+def _metrics_line(port: int | None) -> str:
+    if port is None:  # joined through Ray Client: the cluster decided its port
+        return "on each Ray node's metrics export port (the cluster's --metrics-export-port)"
+    return f"http://127.0.0.1:{port}/metrics  (every replica; Prometheus: make prometheus, deploy/monitoring/prometheus.yml)"
+
+
+def _tracing_line() -> str:
+    import os
+
+    from services.telemetry.tracing import tracing_requested
+
+    if not tracing_requested():
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export OTLP)"
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    return f"OTLP/HTTP to {endpoint}, sampler {os.environ.get('OTEL_TRACES_SAMPLER', 'parentbased_always_on')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raydio", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, "cli", json_format=settings.log_format == "json")
     config_path = getattr(args, "config", None) or settings.serve_config
     try:
         if args.command in ("run", "check-config"):

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
     num_cpus: int | None = Field(None, description="CPUs a local Ray cluster may use; unset means all.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of raydio's loggers.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="raydio's log lines: JSON objects with request and trace ids, or plain text."
+    )
+    metrics_port: int = Field(
+        8080, ge=0, le=65535,
+        description="Port where a local Ray cluster exports every replica's metrics for Prometheus (0: any free port).",
+    )
     environment: Literal["development", "production"] = Field(
         "development", description="In production, placeholder or missing secrets are refused at start."
     )

@@ -70,7 +70,12 @@ def ensure_admin_key(settings: Settings) -> str | None:
         return KeyRepository.create(session, "first admin (make run)", ["admin", "inference"]).secret
 
 
-def start_ray(settings: Settings) -> None:
+def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None:
+    """Start a local Ray cluster (or join ``settings.ray_address``); returns the port of its Prometheus metrics.
+
+    Ray's metrics agent serves every process's metrics on that port (``settings.metrics_port`` unless
+    ``metrics_port`` is given). A joined cluster keeps the port it was started with.
+    """
     import ray
 
     env = {key: value for key, value in os.environ.items() if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_"))}
@@ -84,7 +89,19 @@ def start_ray(settings: Settings) -> None:
         include_dashboard=False,
         runtime_env={"env_vars": env},
         logging_level=logging.WARNING,
+        **({} if settings.ray_address else {"_metrics_export_port": settings.metrics_port if metrics_port is None else metrics_port}),
     )
+    return metrics_export_port()
+
+
+def metrics_export_port() -> int | None:
+    """The port where this node's Ray metrics agent exports metrics in Prometheus format."""
+    import ray
+
+    try:
+        return ray._private.worker.global_worker.node.metrics_export_port or None
+    except AttributeError:  # a Ray Client connection (ray://) has no local node
+        return None
 
 
 def deploy(config_path: Path, http_port: int | None = None) -> dict[str, Any]:

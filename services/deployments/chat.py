@@ -7,6 +7,7 @@ so generations interleave token by token instead (bounded by ``max_ongoing_reque
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,16 +16,25 @@ from ray import serve
 from services.config import LimitsArgs
 from services.errors import InputTooLarge, InvalidInput
 from services.models.chat import ChatModel, GenerationParams
+from services.telemetry import setup_process, tracing
+from services.telemetry.gpu import start_gpu_sampler
+from services.telemetry.metrics import chat_metrics
 
 _DONE = object()
 
 
 @serve.deployment(name="chat")
 class ChatDeployment:
+    MODEL = "chat"
+
     def __init__(self, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+        setup_process(self.MODEL)
         self.limits = LimitsArgs.model_validate(limits or {})
         self.model = ChatModel(Path(cache_dir), device).load()
+        self.metrics = chat_metrics()
+        start_gpu_sampler(self.MODEL, self.model.device)
 
+    @tracing.entrypoint
     async def generate(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
         """Stream ``{"prompt_tokens", "message_tokens"}`` first (after validation), then ``{"text", "finish_reason",
         "completion_tokens"}`` per step."""
@@ -41,10 +51,36 @@ class ChatDeployment:
                 "messages",
             )
         yield {"prompt_tokens": len(prompt_ids), "message_tokens": [self.model.count_tokens(m["content"]) for m in messages]}
-        steps = self.model.generate(prompt_ids, generation)
-        while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
-            yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
+        tags = {"model": self.MODEL}
+        if prompt_ids:
+            self.metrics.prompt_tokens.inc(len(prompt_ids), tags=tags)
+        started = last = time.perf_counter()
+        finish_reason, completion_tokens, chunks = "cancelled", 0, 0
+        # Not made current: a generator's context belongs to its consumer between items.
+        span = tracing.tracer().start_span(f"{self.MODEL}.forward", attributes={"raydio.prompt_tokens": len(prompt_ids)})
+        try:
+            steps = self.model.generate(prompt_ids, generation)
+            while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
+                now = time.perf_counter()
+                if delta.text:
+                    chunks += 1
+                    if last == started:
+                        self.metrics.time_to_first_token.observe(now - started, tags=tags)
+                        span.add_event("first token")
+                    else:
+                        self.metrics.time_between_tokens.observe(now - last, tags=tags)
+                    last = now
+                if delta.finish_reason:
+                    finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
+                yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
+        finally:
+            span.set_attribute("raydio.completion_tokens", completion_tokens or chunks)
+            span.set_attribute("raydio.finish_reason", finish_reason)
+            span.end()
+            if tokens := completion_tokens or chunks:  # a cancelled stream never learns the exact count
+                self.metrics.generated_tokens.inc(tokens, tags={**tags, "finish_reason": finish_reason})
 
+    @tracing.entrypoint
     def info(self) -> dict:
         return {
             "name": "chat",

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
+from opentelemetry import context as otel_context
 from ray import serve
 
 from services.config import BatchingArgs, LimitsArgs
 from services.deployments import split_like
 from services.errors import InputTooLarge
 from services.models.embedder import EmbedderModel
+from services.telemetry import setup_process, tracing
+from services.telemetry.gpu import start_gpu_sampler
+from services.telemetry.metrics import model_metrics
 
 
 @serve.deployment(name="embedder")
 class EmbedderDeployment:
+    MODEL = "embedder"
+
     def __init__(self, device: str = "auto", limits: dict | None = None) -> None:
+        setup_process(self.MODEL)
         self.limits = LimitsArgs.model_validate(limits or {})
         self.model = EmbedderModel(device).load()
         self.batch_sizes: Counter[int] = Counter()
+        start_gpu_sampler(self.MODEL, self.model.device)
 
     def reconfigure(self, user_config: dict) -> None:
         batching = BatchingArgs.model_validate(user_config)
         self._embed_batch.set_max_batch_size(batching.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
+    @tracing.entrypoint
     async def embed(self, texts: list[str]) -> dict:
         """Embed one request's strings; returns ``vectors`` (list of floats per string) and ``tokens``."""
         if len(texts) > self.limits.max_embedding_inputs:
@@ -36,16 +46,21 @@ class EmbedderDeployment:
         for i, count in enumerate(tokens):
             if count > limit:
                 raise InputTooLarge(f"Input {i} has {count} tokens. The embedder accepts at most {limit}.", "input")
-        vectors = await self._embed_batch(texts)
+        vectors = await self._embed_batch(texts, otel_context.get_current())
         return {"vectors": vectors, "tokens": tokens}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, requests: list[list[str]]) -> list[list[list[float]]]:
+    async def _embed_batch(self, requests: list[list[str]], contexts: list[otel_context.Context]) -> list[list[list[float]]]:
         self.batch_sizes[len(requests)] += 1
         flat = [text for texts in requests for text in texts]
-        result = await asyncio.to_thread(self.model.embed, flat)
+        with tracing.batch_spans(self.MODEL, contexts, len(flat)) as links, \
+                tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(flat)}):
+            started = time.perf_counter()
+            result = await asyncio.to_thread(self.model.embed, flat)
+            model_metrics().observe_forward(self.MODEL, len(flat), time.perf_counter() - started)
         return split_like(requests, result.vectors.tolist())
 
+    @tracing.entrypoint
     def info(self) -> dict:
         return {
             "name": "embedder",

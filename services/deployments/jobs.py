@@ -20,20 +20,43 @@ from ray.serve.handle import DeploymentHandle
 from services.config import JobsArgs, get_settings
 from services.storage.db import session_scope
 from services.storage.repositories import JobRepository
+from services.telemetry import setup_process, tracing
+from services.telemetry.metrics import JOB_STATES, job_metrics
 
 logger = logging.getLogger(__name__)
 
 
 @serve.deployment(name="jobs")
 class JobRunnerDeployment:
+    MODEL = "jobs"
+    REPORT_PERIOD_S = 5.0  # under two of Ray's metric export intervals, or the gauge would be dropped
+
     def __init__(self, embedder: DeploymentHandle, digits: DeploymentHandle, chat: DeploymentHandle,
                  args: dict | None = None, database_url: str | None = None) -> None:
+        setup_process(self.MODEL)
         self.args = JobsArgs.model_validate(args or {})
         self.handles = {"embedder": embedder, "digits": digits, "chat": chat}
         self.database_url = database_url or get_settings().database_url
         self.worker = f"{_replica_name()}-{secrets.token_hex(3)}"
         self.processed_items = 0
         self._loop = asyncio.get_running_loop().create_task(self._run())
+        self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
+
+    async def _report_forever(self) -> None:
+        """Jobs by state, counted in the database, as the ``raydio_jobs`` gauge (0 for states with none)."""
+        metrics = job_metrics()
+        while True:
+            try:
+                counts = await run_in_threadpool(self._counts)
+                for state in JOB_STATES:
+                    metrics.jobs.set(counts.get(state, 0), tags={"state": state})
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the reports
+                logger.warning("job runner %s: could not count jobs", self.worker, exc_info=True)
+            await asyncio.sleep(self.REPORT_PERIOD_S)
+
+    def _counts(self) -> dict[str, int]:
+        with session_scope(self.database_url) as session:
+            return JobRepository.counts_by_status(session)
 
     async def _run(self) -> None:
         while True:
@@ -82,6 +105,7 @@ class JobRunnerDeployment:
                 logger.info("job runner %s: job %s was cancelled or taken over; stopping", self.worker, job_id)
                 return
             self.processed_items += len(items)
+            job_metrics().items.inc(len(items), tags={"kind": kind})
 
     async def _compute(self, kind: str, inputs: list, params: dict) -> list:
         if kind == "embed":
@@ -101,6 +125,7 @@ class JobRunnerDeployment:
                 tokens = chunk["completion_tokens"] or tokens
         return {"text": "".join(text), "finish_reason": finish_reason, "completion_tokens": tokens}
 
+    @tracing.entrypoint
     def info(self) -> dict:
         return {"name": "jobs", "worker": self.worker, "processed_items": self.processed_items}
 
@@ -110,6 +135,7 @@ class JobRunnerDeployment:
 
     def stop(self) -> None:
         self._loop.cancel()
+        self._reporter.cancel()
 
 
 def _replica_name() -> str:

@@ -18,14 +18,19 @@ from ray import serve
 
 from services.config import RemoteGradioArgs
 from services.errors import BadGateway, InvalidInput
+from services.telemetry import setup_process, tracing
 
 MAX_INLINE_FILE_BYTES = 8 * 1024 * 1024
 
 
 @serve.deployment(name="remote")
 class RemoteGradioDeployment:
+    MODEL = "remote"
+
     def __init__(self, args: dict) -> None:
         self.args = RemoteGradioArgs.model_validate(args)
+        self.MODEL = f"remote-{self.args.name}"
+        setup_process(self.MODEL)
         self._client = None
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix=f"raydio-remote-{self.args.name}-"))
@@ -39,6 +44,7 @@ class RemoteGradioDeployment:
                 self._client = Client(self.args.url, token=token, verbose=False, download_files=str(self._workdir))
             return self._client
 
+    @tracing.entrypoint
     async def predict(self, inputs: list[Any]) -> Any:
         """Call the remote's ``api_name`` with ``inputs``; a remote that is down or fails is a BadGateway."""
         prepared = [self._prepare(value, i) for i, value in enumerate(inputs)]
@@ -84,6 +90,7 @@ class RemoteGradioDeployment:
             return {"name": Path(value).name, "data": base64.b64encode(data).decode()}
         return value
 
+    @tracing.entrypoint
     def info(self) -> dict:
         return {"name": self.args.name, "model_id": f"gradio:{self.args.url}#{self.args.api_name}",
                 "description": self.args.description}

@@ -13,6 +13,7 @@ from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
 from services.ingress.jobs import JobStore
+from services.ingress.observability import RequestTelemetry
 from services.ingress.routes import agents, auth, digits, frontend, health, index, jobs, openai, remote, sessions, v2
 from services.ingress.sessions import SessionStore
 
@@ -83,8 +84,11 @@ def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator 
 
 
 def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None,
-                      jobs_args: JobsArgs | None = None) -> FastAPI:
-    """Build the FastAPI app: REST routers, error handlers, auth, body limit and (optionally) the Gradio UIs."""
+                      jobs_args: JobsArgs | None = None, behind_serve_proxy: bool = False) -> FastAPI:
+    """Build the FastAPI app: REST routers, error handlers, auth, body limit, telemetry and (optionally) the Gradio UIs.
+
+    ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself.
+    """
     from services.ingress.errors import add_exception_handlers
 
     args = args or IngressArgs()
@@ -118,8 +122,10 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     if args.mount_ui:
         _mount_uis(app, backends)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
-    # Added last, so outermost: nothing (REST, Gradio, docs) is reached without credentials.
+    # Outside everything but telemetry: nothing (REST, Gradio, docs, MCP) is reached without credentials.
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
+    # Outermost of all: every response, refusals by auth and limits included, carries its ids and is counted.
+    app.add_middleware(RequestTelemetry, echo_request_id=not behind_serve_proxy)
     return app
 
 

@@ -24,6 +24,7 @@ from services.config import AuthArgs
 from services.ingress.errors import error_body_for
 from services.storage.db import session_scope
 from services.storage.repositories import KEY_PREFIX, KeyRepository
+from services.telemetry.metrics import auth_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class AuthMiddleware:
             if needed not in principal.scopes:
                 raise AuthError(403, f"This key lacks the '{needed}' scope needed for {path}.")
         except AuthError as exc:
+            auth_metrics().failures.inc(tags={"reason": "unauthenticated" if exc.status == 401 else "forbidden"})
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             if exc.status == 401 and _wants_html(scope, headers):
@@ -208,6 +210,7 @@ class AuthMiddleware:
                                  "authentication_error" if exc.status == 401 else "permission_error")
         retry_after = self.auth.limiter.check(principal.key_id, principal.rate_limit_per_minute or self.default_limit)
         if retry_after > 0:
+            auth_metrics().rate_limited.inc()
             return await _reject(scope, send, 429, f"Rate limit exceeded for key {principal.name!r}. Retry after the delay in Retry-After.",
                                  "rate_limit_error", {"retry-after": str(math.ceil(retry_after))})
         state["principal"] = principal

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from services.errors import ModelNotFound, ModelTimeout, ModelUnavailable, NotFound, RaydioError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from services.errors import InvalidInput, ModelNotFound, ModelTimeout, ModelUnavailable, NotFound, RaydioError
+from services.telemetry import tracing
+from services.telemetry.metrics import ingress_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,45 @@ def _translate(name: str, exc: BaseException) -> BaseException:
     return exc
 
 
+def _outcome(exc: BaseException | None, translated: BaseException | None) -> str:
+    """A bounded label for how a handle call ended."""
+    from ray.serve.exceptions import BackPressureError
+
+    if exc is None:
+        return "ok"
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "cancelled"
+    if isinstance(exc, BackPressureError):
+        return "rejected"
+    for error_type, outcome in ((InvalidInput, "invalid"), (ModelTimeout, "timeout"), (ModelUnavailable, "unavailable")):
+        if isinstance(translated, error_type):
+            return outcome
+    return "error"
+
+
+class _ObservedCall:
+    """The handle span (CLIENT) and the metrics of one call; ``carrier`` takes the span into the replica.
+
+    The span is never made current: a stream is consumed from more than one task, and nothing runs
+    under it in this process anyway.
+    """
+
+    def __init__(self, name: str, method: str) -> None:
+        self.name, self.method = name, method
+        self.started = time.perf_counter()
+        self.span = tracing.tracer().start_span(f"{name}.{method} call", kind=SpanKind.CLIENT,
+                                                attributes={"raydio.model": name, "raydio.method": method})
+        self.carrier = tracing.inject(trace.set_span_in_context(self.span))
+
+    def finish(self, exc: BaseException | None = None, translated: BaseException | None = None) -> None:
+        outcome = _outcome(exc, translated)
+        if outcome not in ("ok", "cancelled"):
+            tracing.record_error(self.span, translated or exc)
+        self.span.set_attribute("raydio.outcome", outcome)
+        self.span.end()
+        ingress_metrics().observe_model_call(self.name, self.method, outcome, time.perf_counter() - self.started)
+
+
 class ModelBackends:
     """Calls the model deployments. ``handles`` maps short model names to ``DeploymentHandle``s."""
 
@@ -85,13 +130,18 @@ class ModelBackends:
 
     async def _call(self, name: str, method: str, *args, timeout_s: float | None = None):
         handle = self._handle(name)
+        call = _ObservedCall(name, method)
         try:
-            return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s or self.timeout_s)
+            result = await asyncio.wait_for(getattr(handle, method).remote(*args, trace_carrier=call.carrier),
+                                            timeout_s or self.timeout_s)
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             translated = _translate(name, exc)
+            call.finish(exc, translated)
             if translated is exc:
                 raise
             raise translated from exc
+        call.finish()
+        return result
 
     async def status(self, name: str, timeout_s: float = 5.0) -> ModelStatus:
         try:
@@ -125,20 +175,24 @@ class ModelBackends:
     async def chat(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
         """Stream chunks from the chat deployment; errors before the first chunk surface on the first ``__anext__``."""
         handle = self._handle("chat")
-        stream = handle.options(stream=True).generate.remote(messages, params)
+        call = _ObservedCall("chat", "generate")
+        stream = handle.options(stream=True).generate.remote(messages, params, trace_carrier=call.carrier)
         iterator = stream.__aiter__()
         try:
             while True:
                 try:
                     chunk = await asyncio.wait_for(iterator.__anext__(), self.timeout_s)
                 except StopAsyncIteration:
-                    return
+                    break
                 yield chunk
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+                call.finish(exc)
                 stream.cancel()
                 raise
             translated = _translate("chat", exc)
+            call.finish(exc, translated)
             if translated is exc:
                 raise
             raise translated from exc
+        call.finish()

@@ -16,6 +16,9 @@ class IngressDeployment:
     def __init__(self, embedder: DeploymentHandle, digits: DeploymentHandle, chat: DeploymentHandle,
                  jobs: DeploymentHandle, remotes: dict[str, DeploymentHandle] | None = None, args: dict | None = None,
                  jobs_args: dict | None = None) -> None:
+        from services.telemetry import setup_process
+
+        setup_process("ingress")
         self.args = IngressArgs.model_validate(args or {})
         self.jobs_args = JobsArgs.model_validate(jobs_args or {})
         self.backends = ModelBackends({"embedder": embedder, "digits": digits, "chat": chat},
@@ -25,4 +28,4 @@ class IngressDeployment:
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ingress_app
 
-        return build_ingress_app(self.backends, self.args, jobs_args=self.jobs_args)
+        return build_ingress_app(self.backends, self.args, jobs_args=self.jobs_args, behind_serve_proxy=True)

@@ -76,6 +76,16 @@ def _batching_outside_a_replica():
     batching._BatchQueue._warn_if_max_batch_size_exceeds_max_ongoing_requests = original
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_batch_queues():
+    """``@serve.batch`` keeps one queue per decorated method (not per instance), bound to the event loop that
+    first used it. Test modules run their calls on different loops (each TestClient has its own, async tests
+    use pytest-asyncio's), so each module starts with new queues instead of awaiting a finished loop."""
+    for method in (EmbedderDeployment.func_or_class._embed_batch, DigitsDeployment.func_or_class._classify_batch):
+        method.set_max_batch_size.__self__._queue = None
+    yield
+
+
 @pytest.fixture(scope="session")
 def limits():
     return LimitsArgs(max_embedding_inputs=8, max_digit_images=4, max_completion_tokens=64, max_body_bytes=64 * 1024)

@@ -232,10 +232,12 @@ def test_digits_image_missing_file_is_a_400(client):
 # --- failures of the model side -------------------------------------------------------------------
 
 class _Failing:
+    """A deployment that fails or stalls; like the real ones it accepts the trace carrier."""
+
     def __init__(self, exc: BaseException | None = None, delay_s: float = 0):
         self.exc, self.delay_s = exc, delay_s
 
-    async def info(self, *_):
+    async def info(self, *_, trace_carrier=None):
         await asyncio.sleep(self.delay_s)
         if self.exc:
             raise self.exc
