@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -287,12 +288,17 @@ def test_alert_rules_pass_promtool():
 def test_dashboard_queries_are_valid_promql(tmp_path):
     """promtool parses every panel query, once Grafana's variables are replaced by plain values."""
     dashboard = json.loads((CHART / "files" / "raydio-dashboard.json").read_text())
-    ids = [panel["id"] for panel in dashboard["panels"]]
+    panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]  # rows hold panels too
+    ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    rules = [{"record": f"raydio:dashboard_query:{i}",
-              "expr": expr.replace("$__rate_interval", "5m").replace("$application", ".*")}
-             for i, expr in enumerate(exprs)]
+    exprs = [target["expr"] for panel in panels for target in panel.get("targets", [])]
+    assert exprs, "the dashboard has no queries"
+
+    def plain(expr: str) -> str:  # Grafana's variables: intervals become 5m, label filters match anything
+        expr = re.sub(r"\$\{?__(rate_)?interval\}?", "5m", expr)
+        return re.sub(r"\$\{?\w+(:\w+)?\}?", ".*", expr)
+
+    rules = [{"record": f"raydio:dashboard_query:{i}", "expr": plain(expr)} for i, expr in enumerate(exprs)]
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
