@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration measure readme-config lint check-config prepare chart-check chart-docs clean
+.PHONY: help install install-dev run test test-unit test-integration measure bench loadtest readme-config lint check-config prepare chart-check chart-docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -51,6 +51,9 @@ test-integration: install-dev ## Integration tests only (starts Serve on 127.0.0
 measure: install ## Time to ready, memory and single-request latency of the local stack
 	$(PY) scripts/measure_stack.py
 
+bench: install-dev ## Embeddings vs the in-process limit and the peers, no-op overhead, a 4x step; writes docs/benchmarks.md
+	$(PY) -m bench
+
 readme-config: install ## Regenerate the README's configuration tables from services/config.py
 	$(PY) scripts/update-readme-config.py
 
@@ -61,7 +64,7 @@ chart-docs: install ## Regenerate the chart's values table and the RaydioAppArgs
 	$(PY) scripts/chart_sync.py
 
 lint: install-dev ## Ruff
-	$(PY) -m ruff check services tests scripts
+	$(PY) -m ruff check services tests scripts bench loadtests
 
 clean: ## Remove the virtual environment and caches (not the model cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
