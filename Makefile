@@ -54,6 +54,9 @@ measure: install ## Time to ready, memory and single-request latency of the loca
 bench: install-dev ## Embeddings vs the in-process limit and the peers, no-op overhead, a 4x step; writes docs/benchmarks.md
 	$(PY) -m bench
 
+loadtest: install-dev ## Locust against the stack `make run` serves (RAYDIO_URL, RAYDIO_API_KEY, LOADTEST_SHAPE); checks objectives
+	$(PY) -m loadtests.run
+
 readme-config: install ## Regenerate the README's configuration tables from services/config.py
 	$(PY) scripts/update-readme-config.py
 

@@ -198,7 +198,8 @@ def render(m: report.Measurements, args: argparse.Namespace, command: str, start
         f"## Embeddings at saturation (concurrency {args.concurrency})\n\n{report.embed_table(m)}",
         f"In-process limit by batch size (best: {size}, {limit:,.0f} sentences/s):\n\n{report.limit_table(m)}",
         "## Overhead: a no-op route\n\n`GET /health/live` on raydio (Serve proxy → ingress replica → FastAPI, no "
-        "model call; the auth middleware lets it through without a key) against the very same handler on plain uvicorn.\n\n" + report.noop_table(m, PLAIN),
+        "model call; the auth middleware lets it through without a key) against the very same handler on plain "
+        "uvicorn.\n\n" + report.noop_table(m, PLAIN),
     ]
     if m.step:
         sections.append("## Step to 4x the autoscaling target\n\nEmbedder autoscaling: "
