@@ -58,9 +58,11 @@ def _local_only(url: str) -> None:
 
 
 async def drive(name: str, base_url: str, operation: Operation, *, concurrency: int, duration_s: float,
-                max_requests: int = 1_000_000, warmup_s: float = 1.0, timeout_s: float = 30.0,
+                max_requests: int = 1_000_000, warmup_s: float = 2.0, timeout_s: float = 30.0,
                 headers: dict[str, str] | None = None) -> LoadResult:
     """Run ``operation`` from ``concurrency`` workers for ``warmup_s`` (not recorded), then ``duration_s``.
+
+    Throughput counts the answers that arrive inside the measured window, whenever their request started.
 
     Sends at most ``max_requests`` operations in all, warm-up included. Each request carries its own X-Request-ID.
     """
@@ -88,8 +90,8 @@ async def drive(name: str, base_url: str, operation: Operation, *, concurrency: 
                 except aiohttp.ClientError as exc:
                     status, retry_after = f"error:{type(exc).__name__}", False
                 finished = time.perf_counter()
-                if started < record_from or finished > deadline:
-                    continue  # warm-up, or past the end: the window holds only whole requests
+                if not record_from <= finished <= deadline:
+                    continue  # answered during the warm-up or after the end: outside the measured window
                 result.statuses[status] += 1
                 if status in (429, 503) and not retry_after:
                     result.rejections_without_retry_after += 1

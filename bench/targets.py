@@ -37,17 +37,24 @@ def measure_limit(model, batch_sizes: list[int], duration_s: float) -> dict[int,
 
 
 def _stop(process: subprocess.Popen, grace_s: float) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            # Kill what this process started (Ray's workers included), then the process itself.
-            for child in psutil.Process(process.pid).children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child.kill()
-            process.kill()
-            process.wait()
+    """SIGTERM (raydio's CLI then shuts Serve and Ray down), then end whatever it started that outlived it."""
+    if process.poll() is not None:
+        return
+    started = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    survivors = [p for p in started if p.is_running()]
+    for child in survivors:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(survivors, timeout=5)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def _wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
