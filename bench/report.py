@@ -7,18 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.loadgen import LoadResult
+from services.runner import REPO_ROOT
 
 
 @dataclass
 class Measurements:
-    limit: dict[int, float] = field(default_factory=dict)  # batch size -> sentences/s, in-process
+    limit: dict[tuple[int, int], float] = field(default_factory=dict)  # (torch threads, batch size) -> sentences/s
     embed: dict[str, LoadResult] = field(default_factory=dict)  # target -> embeddings at saturation
     noop: dict[str, dict[int, LoadResult]] = field(default_factory=dict)  # target -> concurrency -> result
     step: dict | None = None  # the 4x step on the autoscaled embedder
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> process -> % of one core
+    profiles: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # process -> (share, frame)
 
     @property
-    def best_batch(self) -> tuple[int, float]:
+    def best_limit(self) -> tuple[tuple[int, int], float]:
         return max(self.limit.items(), key=lambda item: item[1])
 
 
@@ -27,11 +29,12 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 
 def embed_table(m: Measurements) -> str:
-    size, limit = m.best_batch
+    (threads, size), limit = m.best_limit
     peers = {name: r.throughput for name, r in m.embed.items() if not name.startswith("raydio")}
     head = ["target", "req/s", "p50 ms", "p99 ms", "failed", "÷ limit", *(f"÷ {p}" for p in peers)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append(f"| limit: in-process, batch {size}, no HTTP | {_fmt(limit)} | | | | 1.00 |" + " |" * len(peers))
+    lines.append(f"| limit: in-process, batch {size}, {threads} torch thread(s), no HTTP | {_fmt(limit)} | | | | 1.00 |"
+                 + " |" * len(peers))
     for name, r in m.embed.items():
         ratios = [f"{r.throughput / v:.2f}" if v else "—" for v in peers.values()] if name.startswith("raydio") else [""] * len(peers)
         lines.append(f"| {name} | {_fmt(r.throughput)} | {_fmt(r.percentile(50))} | {_fmt(r.percentile(99))} | {r.failed} | "
@@ -40,8 +43,43 @@ def embed_table(m: Measurements) -> str:
 
 
 def limit_table(m: Measurements) -> str:
-    return ("| batch size | sentences/s |\n|---|---|\n"
-            + "\n".join(f"| {size} | {_fmt(rate)} |" for size, rate in m.limit.items()))
+    threads = sorted({t for t, _ in m.limit})
+    sizes = sorted({s for _, s in m.limit})
+    lines = ["| batch size | " + " | ".join(f"{t} torch thread(s)" for t in threads) + " |", "|---|" + "---|" * len(threads)]
+    lines += [f"| {s} | " + " | ".join(_fmt(m.limit.get((t, s))) for t in threads) + " |" for s in sizes]
+    return "\n".join(lines)
+
+
+def profile_table(m: Measurements, top: int = 12) -> str:
+    if not m.profiles:
+        return ""
+    lines = ["| process | share of samples | frame (inclusive) |", "|---|---|---|"]
+    for process, frames in m.profiles.items():
+        lines += [f"| {process} | {share:.0%} | `{frame}` |" for share, frame in frames[:top]]
+    return "\n".join(lines)
+
+
+def _frame(frame: str) -> str:
+    """"Class.method (/long/path/site-packages/pkg/mod.py:123)" -> "Class.method (pkg/mod.py)"."""
+    where = (frame.rpartition(":")[0] if frame.endswith(")") else frame).replace(f"{REPO_ROOT}/", "")
+    return where.replace(where[where.find("(") + 1:where.find("site-packages/") + 14], "") + ")" if "site-packages/" in where \
+        else where + (")" if "(" in where else "")
+
+
+def summarize_profile(raw: str) -> list[tuple[float, str]]:
+    """Inclusive share of samples per frame (function and file) from py-spy's collapsed-stack ("raw") output."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        total += int(n)
+        frames = {_frame(frame) for frame in stack.split(";") if frame}
+        for frame in frames:
+            counts[frame] = counts.get(frame, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    return [(n / total, frame.replace("|", "/")) for frame, n in ranked if "threading.py" not in frame] if total else []
 
 
 def noop_table(m: Measurements, baseline: str) -> str:
@@ -94,7 +132,7 @@ def charts(m: Measurements, out_dir: Path, baseline: str) -> list[Path]:
     written = []
     names = ["limit (in-process)", *m.embed]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.barh(names, [m.best_batch[1], *(r.throughput for r in m.embed.values())], color="tab:blue")
+    left.barh(names, [m.best_limit[1], *(r.throughput for r in m.embed.values())], color="tab:blue")
     left.set_xlabel("sentences per second (one sentence per request)")
     left.set_title("Embeddings at saturation")
     left.invert_yaxis()

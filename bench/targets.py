@@ -20,19 +20,27 @@ import yaml
 from services.runner import REPO_ROOT, wait_ready
 
 
-def measure_limit(model, batch_sizes: list[int], duration_s: float) -> dict[int, float]:
-    """Sentences per second of ``model.embed`` at each batch size, in this process, no HTTP."""
+def measure_limit(model, batch_sizes: list[int], duration_s: float, threads: tuple[int, ...] = (1, 2)) -> dict[tuple[int, int], float]:
+    """Sentences per second of ``model.embed`` for each (torch threads, batch size), in this process, no HTTP."""
+    import torch
+
     from bench.loadgen import SENTENCES
 
     model.embed(SENTENCES[:2])  # first call allocates
     rates = {}
-    for size in batch_sizes:
-        texts = [SENTENCES[i % len(SENTENCES)] for i in range(size)]
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < duration_s:
-            model.embed(texts)
-            done += size
-        rates[size] = done / (time.perf_counter() - start)
+    before = torch.get_num_threads()
+    try:
+        for count in threads:
+            torch.set_num_threads(count)
+            for size in batch_sizes:
+                texts = [SENTENCES[i % len(SENTENCES)] for i in range(size)]
+                done, start = 0, time.perf_counter()
+                while time.perf_counter() - start < duration_s:
+                    model.embed(texts)
+                    done += size
+                rates[count, size] = done / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
     return rates
 
 

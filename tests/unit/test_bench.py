@@ -39,14 +39,14 @@ def test_harness_end_to_end_on_a_tiny_budget(tmp_path):
     assert main(["--duration", "0.5", "--concurrency", "4", "--batch-sizes", "1,4", "--only-local", "--out", str(out)]) == 0
     text = out.read_text()
     assert "`python -m bench --duration 0.5" in text and " cores, " in text
-    for name in (NAIVE, GRADIO, PLAIN, "limit: in-process, batch"):
+    for name in (NAIVE, GRADIO, PLAIN, "limit: in-process, batch", "| 4 | "):
         assert name in text
     for chart in ("embeddings.png", "overhead.png"):
         assert (tmp_path / "benchmarks" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ratios_come_from_the_measurements():
-    m = report.Measurements(limit={1: 50.0, 32: 400.0})
+    m = report.Measurements(limit={(1, 1): 50.0, (1, 32): 400.0, (2, 32): 300.0})
     for name, ok in ((NAIVE, 50), (GRADIO, 100), ("raydio, x", 200)):
         result = loadgen.LoadResult(name, 64, 1.0, latencies_ms=[10.0] * ok)
         result.statuses[200] = ok
@@ -72,7 +72,7 @@ def test_serve_defaults_config_is_valid_and_differs_only_in_queues_and_port(tmp_
 
 
 def test_render_names_the_command_and_the_machine():
-    m = report.Measurements(limit={8: 100.0})
+    m = report.Measurements(limit={(1, 8): 100.0})
     m.noop[PLAIN] = {1: loadgen.LoadResult(PLAIN, 1, 1.0, latencies_ms=[0.5])}
     m.noop[PLAIN][1].statuses[200] = 1
 
@@ -81,3 +81,10 @@ def test_render_names_the_command_and_the_machine():
 
     text = render(m, Args, "make bench", "2026-01-01 00:00")
     assert "`make bench`" in text and "cores" in text and Path("benchmarks/overhead.png").name in text
+
+
+def test_profile_summary_counts_each_frame_once_per_stack():
+    raw = ("main (app.py:1);handle (/x/site-packages/ray/serve/replica.py:10);embed (services/models/embedder.py:5) 30\n"
+           "main (app.py:1);handle (/x/site-packages/ray/serve/replica.py:12);handle (/x/site-packages/ray/serve/replica.py:10) 10\n")
+    shares = dict((frame, share) for share, frame in report.summarize_profile(raw))
+    assert shares == {"main (app.py)": 1.0, "handle (ray/serve/replica.py)": 1.0, "embed (services/models/embedder.py)": 0.75}
