@@ -101,7 +101,7 @@ def charts(history_csv: Path, out_dir: Path) -> list[Path]:
         ax.plot(t, series(column), label=f"p{column[:-1]}")
     ax.set_yscale("log")
     ax.set_xlabel("seconds")
-    ax.set_ylabel("response time, ms (all HTTP requests)")
+    ax.set_ylabel("response time, ms (all requests, last 10 s)")
     ax.legend()
     ax.set_title("Latency percentiles over time")
     fig.tight_layout()
