@@ -84,7 +84,7 @@ def _py_spy(root: psutil.Process, names: tuple[str, ...], seconds: int, out_dir:
             for name in names:
                 if title.startswith(name):
                     label = name.rpartition(":")[2]
-                    out = out_dir / f"profile-{label}.txt"
+                    out = out_dir / f"profile-{label}-{process.pid}.txt"
                     started.append((f"{label} (pid {process.pid})", out, subprocess.Popen(
                         [str(PY_SPY), "record", "--nonblocking", "-f", "raw", "-d", str(seconds), "-r", "50", "-p",
                          str(process.pid), "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
@@ -206,7 +206,7 @@ def render(m: report.Measurements, args: argparse.Namespace, command: str, start
         "machine shows up there).",
         f"## Embeddings at saturation (concurrency {args.concurrency})\n\n{report.embed_table(m)}",
         f"In-process limit by batch size and torch threads (best: batch {size}, {threads} thread(s), {limit:,.0f} "
-        "sentences/s), each for min(duration, 5 s):\n\n{report.limit_table(m)}",
+        f"sentences/s), each for min(duration, 5 s):\n\n{report.limit_table(m)}",
         "## Overhead: a no-op route\n\n`GET /health/live` on raydio (Serve proxy → ingress replica → FastAPI, no "
         "model call; the auth middleware lets it through without a key) against the very same handler on plain "
         "uvicorn.\n\n" + report.noop_table(m, PLAIN),

@@ -50,7 +50,7 @@ def limit_table(m: Measurements) -> str:
     return "\n".join(lines)
 
 
-def profile_table(m: Measurements, top: int = 12) -> str:
+def profile_table(m: Measurements, top: int = 8) -> str:
     if not m.profiles:
         return ""
     lines = ["| process | share of samples | frame (inclusive) |", "|---|---|---|"]
