@@ -141,7 +141,7 @@ def _create_key(work_dir: Path) -> tuple[str, dict[str, str]]:
     return secret, {**env, "RAYDIO_JWT_SECRET": os.environ["RAYDIO_JWT_SECRET"]}
 
 
-async def run(args: argparse.Namespace, out_md: Path, charts_dir: Path) -> report.Measurements:
+async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements:
     from services.models.embedder import EmbedderModel
 
     m = report.Measurements()
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     charts_dir = args.out.with_suffix("")
     charts_dir.mkdir(parents=True, exist_ok=True)
-    m = asyncio.run(run(args, args.out, charts_dir))
+    m = asyncio.run(run(args, charts_dir))
     command = "make bench" if argv is None and len(sys.argv) == 1 else "python -m bench " + shlex.join(argv or sys.argv[1:])
     text = render(m, args, command, started, (load_before, os.getloadavg()[0]))
     args.out.write_text(text)

@@ -110,13 +110,14 @@ def step_table(m: Measurements) -> str:
     if not m.step:
         return ""
     s = m.step
-    lines = ["| phase | concurrency | req/s | p50 ms | p99 ms | statuses | 429/503 without Retry-After | embedder replicas |",
+    lines = ["| phase | concurrency | req/s | p50 ms | p99 ms | statuses | failures other than 429/503 with Retry-After | "
+             "embedder replicas |",
              "|---|---|---|---|---|---|---|---|"]
     for phase in s["phases"]:
         r: LoadResult = phase["result"]
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items(), key=str))
         lines.append(f"| {phase['name']} | {r.concurrency} | {_fmt(r.throughput)} | {_fmt(r.percentile(50))} | "
-                     f"{_fmt(r.percentile(99))} | {statuses} | {r.rejections_without_retry_after} | "
+                     f"{_fmt(r.percentile(99))} | {statuses} | {r.unexpected_failures} | "
                      f"{phase['replicas_before']} → max {phase['replicas_max']} |")
     return "\n".join(lines)
 
