@@ -5,6 +5,7 @@ Used by ``make run`` (through ``services.cli``) and by the integration tests, so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -142,10 +143,31 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> float:
 
 
 def shutdown() -> None:
+    """Stop Serve and Ray, then end any Ray process this one started that outlived them.
+
+    ``ray.shutdown()`` leaves ``ray::DashboardAgent`` and ``ray::RuntimeEnvAgent`` running (they ignore
+    SIGTERM); they are our own descendants, found by PID before shutdown, so ending them is safe.
+    """
+    import psutil
     import ray
     from ray import serve
 
+    ours = [p for p in psutil.Process().children(recursive=True) if _is_ray_process(p)]
     try:
         serve.shutdown()
     finally:
         ray.shutdown()
+        _, alive = psutil.wait_procs(ours, timeout=10)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=5)
+
+
+def _is_ray_process(process) -> bool:
+    import psutil
+
+    try:
+        return process.name().startswith(("ray::", "raylet", "gcs_server")) or any("/ray/" in part for part in process.cmdline()[:2])
+    except psutil.Error:
+        return False
