@@ -22,7 +22,6 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="RAYDIO_", env_nested_delimiter="__", env_file=".env", extra="forbid",
-        secrets_dir=None,
     )
 
     serve_config: Path = Field(Path("configs/serve/local.yaml"), description="Serve config file that `make run` deploys.")

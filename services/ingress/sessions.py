@@ -13,7 +13,6 @@ from services.storage.repositories import AgentRepository, SessionRepository
 class Conversation:
     """What the model sees: the agent's system prompt, the stored history, then the new messages."""
 
-    session_id: str | None
     messages: list[dict]
     new_from: int  # index of the first message that is not yet stored
     agent_defaults: dict  # the agent's temperature and max_tokens, when an agent applies
@@ -50,7 +49,7 @@ class SessionStore:
                 system = []  # the caller's own system message wins
             messages = system + history + new
             defaults = {"temperature": agent.temperature, "max_tokens": agent.max_tokens} if agent else {}
-            return Conversation(session_id, messages, len(messages) - len(new), defaults)
+            return Conversation(messages, len(messages) - len(new), defaults)
 
         return await run_in_session(self.database_url, load)
 
