@@ -126,6 +126,7 @@ class BatchedEngine(GenerationEngine):
         self._mask: torch.Tensor | None = None  # [B, T] 1 where the cache holds a real token
         self._next: torch.Tensor | None = None  # [B, 1] the token each row feeds next
         self._positions: torch.Tensor | None = None  # [B] its position id (real tokens before it)
+        self._active = 0  # admitted and not finished, including a prefill in progress
         self._steps = 0
         self._last_batch_size = 0
 
@@ -149,7 +150,7 @@ class BatchedEngine(GenerationEngine):
         return self._fatal
 
     def stats(self) -> dict:
-        return {"active": len(self._rows), "waiting": len(self._waiting), "steps": self._steps,
+        return {"active": self._active, "waiting": len(self._waiting), "steps": self._steps,
                 "last_batch_size": self._last_batch_size, "max_batch_size": self.max_batch_size}
 
     async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Delta]:
@@ -190,6 +191,9 @@ class BatchedEngine(GenerationEngine):
             raise ValueError("Got an empty prompt. Generation needs at least one prompt token.")
         if params.max_tokens < 1:
             raise ValueError(f"Got max_tokens={params.max_tokens}. It must be at least 1.")
+        vocab = self.model.config.vocab_size
+        if not all(0 <= i < vocab for i in prompt_ids):
+            raise ValueError(f"Got a prompt token id outside the vocabulary. Token ids must be in [0, {vocab}).")
         sequence = _Sequence(list(prompt_ids), params, deliver)
         with self._wake:
             if self._fatal is not None or self._stopping or self._thread is None:
@@ -226,11 +230,12 @@ class BatchedEngine(GenerationEngine):
             self._stopping = True
             pending = self._rows + list(self._waiting)
             self._waiting.clear()
-        self._rows = []
+        self._rows, self._cache = [], None
         for sequence in pending:
             if not sequence.finished:
                 sequence.finished = True
                 self._send(sequence, self._fatal or EngineError("The generation engine stopped."))
+        self._active = 0
 
     def _admit(self) -> None:
         """Prefill the waiting sequences that fit (one left-padded forward) and merge them into the batch."""
@@ -240,6 +245,7 @@ class BatchedEngine(GenerationEngine):
                 sequence = self._waiting.popleft()
                 if not sequence.cancelled:
                     admitted.append(sequence)
+            self._active += len(admitted)
         if not admitted:
             return
         for sequence in admitted:
@@ -256,8 +262,15 @@ class BatchedEngine(GenerationEngine):
             mask[i, width - len(sequence.prompt_ids):] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
+        try:
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
+        except Exception as exc:  # noqa: BLE001 - the batch is untouched: fail these requests, not the engine
+            logger.exception("prefill of %d request(s) failed", len(admitted))
+            for sequence in admitted:
+                self._mark_finished(sequence)
+                self._send(sequence, exc)
+            return
         tokens = self._sample(out.logits[:, -1], admitted)
         joining = [i for i, (sequence, token) in enumerate(zip(admitted, tokens, strict=True)) if not self._accept(sequence, token)]
         if not joining:
@@ -306,7 +319,7 @@ class BatchedEngine(GenerationEngine):
         gone = {row.id for row in leaving}
         keep = [i for i, row in enumerate(self._rows) if row.id not in gone]
         for row in leaving:
-            row.finished = True
+            self._mark_finished(row)
         self._rows = [self._rows[i] for i in keep]
         if not keep:
             self._cache = self._mask = self._next = self._positions = None
@@ -332,6 +345,7 @@ class BatchedEngine(GenerationEngine):
     def _accept(self, sequence: _Sequence, token: int) -> bool:
         """Record a sampled token and stream what it makes safe to show; True when the sequence is done."""
         if sequence.cancelled:
+            self._mark_finished(sequence)
             return True
         params = sequence.params
         if token in self.eos_token_ids:
@@ -351,8 +365,13 @@ class BatchedEngine(GenerationEngine):
             sequence.emitted = safe
         return False
 
+    def _mark_finished(self, sequence: _Sequence) -> None:
+        if not sequence.finished:
+            sequence.finished = True
+            self._active -= 1
+
     def _finish(self, sequence: _Sequence, text: str, reason: str) -> bool:
-        sequence.finished = True
+        self._mark_finished(sequence)
         self._send(sequence, Delta(text, reason, len(sequence.generated)))
         return True
 
