@@ -52,15 +52,18 @@ class ChatDeployment:
     MODEL = "chat"
 
     def __init__(self, cache_dir: str, device: str = "auto", limits: dict | None = None, *,
-                 max_batch_size: int = 16, torch_threads: int | None = None) -> None:
+                 max_batch_size: int = 16, max_batch_tokens: int | None = None,
+                 torch_threads: int | None = None) -> None:
         """``max_batch_size``: most generations the engine runs in one decode step (more wait for a free slot);
+        ``max_batch_tokens``: bound on the batch's KV cache in tokens (rows × longest prompt + max_tokens);
         ``torch_threads``: intra-op threads, by default the replica's ``num_cpus`` rounded down (at least 1)."""
         setup_process(self.MODEL)
         self.limits = LimitsArgs.model_validate(limits or {})
         threads = replica_torch_threads(torch_threads)
         torch.set_num_threads(threads)
         logger.info("chat replica: %d torch thread(s), max_batch_size %d", threads, max_batch_size)
-        self.model = ChatModel(Path(cache_dir), device, max_batch_size=max_batch_size).load()
+        self.model = ChatModel(Path(cache_dir), device, max_batch_size=max_batch_size,
+                               max_batch_tokens=max_batch_tokens).load()
         self.metrics = chat_metrics()
         start_gpu_sampler(self.MODEL, self.model.device)
 

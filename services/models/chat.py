@@ -67,10 +67,11 @@ class ChatModel:
 
     model_id = MODEL_ID
 
-    def __init__(self, cache_dir: Path, device: str = "auto", max_batch_size: int = 16) -> None:
+    def __init__(self, cache_dir: Path, device: str = "auto", max_batch_size: int = 16,
+                 max_batch_tokens: int | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.device = resolve_device(device)
-        self.max_batch_size = max_batch_size
+        self.max_batch_size, self.max_batch_tokens = max_batch_size, max_batch_tokens
         self._model = None
         self.tokenizer = None
         self.engine: GenerationEngine | None = None
@@ -85,7 +86,8 @@ class ChatModel:
         self._model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         # The engine decodes in its own thread while callers encode prompts here: its own tokenizer instance.
         if start_engine:
-            self.engine = BatchedEngine(self._model, AutoTokenizer.from_pretrained(path), self.device, self.max_batch_size)
+            self.engine = BatchedEngine(self._model, AutoTokenizer.from_pretrained(path), self.device,
+                                        self.max_batch_size, self.max_batch_tokens)
             self.engine.start()
         return self
 

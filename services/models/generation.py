@@ -108,9 +108,15 @@ class BatchedEngine(GenerationEngine):
     """
 
     def __init__(self, model, tokenizer, device: torch.device | str = "cpu", max_batch_size: int = 16,
-                 eos_token_ids: set[int] | None = None) -> None:
+                 max_batch_tokens: int | None = None, eos_token_ids: set[int] | None = None) -> None:
+        """``max_batch_size``: most rows in one decode step. ``max_batch_tokens``: bound on the padded cache,
+        rows × the longest row's prompt + max_tokens; a request that would exceed it waits (one always runs).
+        ``eos_token_ids``: tokens that end a generation; by default the tokenizer's EOS and end of turn."""
         if max_batch_size < 1:
             raise ValueError(f"Got max_batch_size={max_batch_size}. It must be at least 1.")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"Got max_batch_tokens={max_batch_tokens}. It must be at least 1 (or None: no bound).")
+        self.max_batch_tokens = max_batch_tokens
         self.model, self.tokenizer = model, tokenizer
         self.device = torch.device(device)
         self.max_batch_size = max_batch_size
@@ -151,7 +157,8 @@ class BatchedEngine(GenerationEngine):
 
     def stats(self) -> dict:
         return {"active": self._active, "waiting": len(self._waiting), "steps": self._steps,
-                "last_batch_size": self._last_batch_size, "max_batch_size": self.max_batch_size}
+                "last_batch_size": self._last_batch_size, "max_batch_size": self.max_batch_size,
+                "max_batch_tokens": self.max_batch_tokens}
 
     async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
@@ -239,12 +246,19 @@ class BatchedEngine(GenerationEngine):
 
     def _admit(self) -> None:
         """Prefill the waiting sequences that fit (one left-padded forward) and merge them into the batch."""
-        admitted = []
+        admitted: list[_Sequence] = []
+        longest = max((_span(row) for row in self._rows), default=0)
         with self._wake:
             while self._waiting and len(self._rows) + len(admitted) < self.max_batch_size:
-                sequence = self._waiting.popleft()
+                sequence = self._waiting[0]
+                rows = len(self._rows) + len(admitted)
+                if (rows and self.max_batch_tokens is not None
+                        and (rows + 1) * max(longest, _span(sequence)) > self.max_batch_tokens):
+                    break  # it waits for rows to leave
+                self._waiting.popleft()
                 if not sequence.cancelled:
                     admitted.append(sequence)
+                    longest = max(longest, _span(sequence))
             self._active += len(admitted)
         if not admitted:
             return
@@ -381,6 +395,11 @@ class BatchedEngine(GenerationEngine):
             sequence.deliver(item)
         except RuntimeError:  # the caller's event loop is closed: nobody is listening any more
             sequence.cancelled = True
+
+
+def _span(sequence: _Sequence) -> int:
+    """Cache columns a sequence may need: its prompt and every token it may generate."""
+    return len(sequence.prompt_ids) + sequence.params.max_tokens
 
 
 def _pad_left(states: torch.Tensor, columns: int) -> torch.Tensor:

@@ -9,18 +9,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from services.models.chat import ChatModel
-from services.models.generation import Delta, EngineError, GenerationParams
+from services.models.generation import BatchedEngine, Delta, EngineError, GenerationParams
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
 def chat(settings):
+    # These tests check behaviour, not speed: one torch thread keeps them quick on a machine whose cores are
+    # busy with other work (spinning OpenMP threads stall each step there; see docs/generation.md).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model = ChatModel(settings.cache_dir, "cpu", max_batch_size=8).load()
     yield model
     model.close()
+    torch.set_num_threads(threads)
 
 
 def ask(chat: ChatModel, question: str) -> list[int]:
@@ -194,3 +200,26 @@ def test_prompts_outside_the_vocabulary_are_rejected_before_they_reach_the_batch
     with pytest.raises(ValueError, match="outside the vocabulary"):
         list(chat.generate([1, 2, 10**9], GREEDY))
     assert chat.engine.fatal_error is None
+
+
+async def test_a_request_waits_when_the_batch_token_budget_is_spent(chat):
+    prompts = [ask(chat, "Name a fruit."), ask(chat, "Name a planet.")]
+    expected = [solo(chat, p, GREEDY) for p in prompts]
+    longest = max(len(p) for p in prompts) + GREEDY.max_tokens
+    engine = BatchedEngine(chat.torch_model, chat.tokenizer, chat.device, max_batch_tokens=2 * longest - 1)
+    engine.start()
+    active: list[int] = []
+
+    async def run(prompt_ids):
+        deltas = []
+        async for delta in engine.generate(prompt_ids, GREEDY):
+            active.append(engine.stats()["active"])
+            deltas.append(delta)
+        return deltas
+
+    try:
+        results = await asyncio.gather(*(run(p) for p in prompts))
+    finally:
+        engine.stop()
+    assert [text(r) for r in results] == expected
+    assert max(active) == 1  # the second was admitted only after the first left
