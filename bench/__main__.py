@@ -176,7 +176,8 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
             last = name == variants()[-1][0]
             if last:
                 print("bench: 4/4 step to 4x the autoscaling target", flush=True)
-                embedder = config["applications"][0]["args"]["embedder"]["autoscaling"]
+                embedder = next(m for m in config["applications"][0]["args"]["models"]
+                                if m["name"] == "embedder")["deployment"]["autoscaling"]
                 m.step = await step_test(url, root, headers, embedder["target_ongoing_requests"], d)
                 m.step["config"] = embedder
                 await asyncio.sleep(2)

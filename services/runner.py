@@ -15,27 +15,50 @@ from typing import Any
 
 import httpx
 
-from services.config import Settings, load_serve_config
+from services.config import Settings, load_serve_config, raydio_apps
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def prepare_models(settings: Settings) -> None:
-    """Train the digits CNN and convert the chat model once, before replicas start, so they only load."""
-    from services.models import chat, digits
+def prepare_models(settings: Settings, config: dict[str, Any]) -> None:
+    """Make what the catalogue's replicas will load, once, before they start: builtin models are made from
+    bundled data, GGUF files are converted to torch checkpoints. Everything else is loaded where it lies."""
+    from services.models import chat, digits, sources
 
-    digits.ensure_checkpoint(settings.cache_dir)
-    chat.ensure_converted(settings.cache_dir)
+    for app in raydio_apps(config):
+        for model in app.models:
+            path = sources.resolve(model.source, settings.cache_dir, must_exist=False)
+            if model.source == "builtin://digits-cnn":
+                digits.export_torchscript(path, settings.cache_dir)
+            elif model.kind == "text-generation" and path.suffix == ".gguf":
+                chat.ensure_converted(path, settings.cache_dir)
+
+
+def check_models(settings: Settings, config: dict[str, Any]) -> list[str]:
+    """Load every tensor model whose file is here and dry-run its signature; the problems found, by entry."""
+    from services.models import sources
+    from services.models.tensor import SignatureMismatch, TensorModel
+
+    problems = []
+    for app in raydio_apps(config):
+        for model in app.models:
+            if model.kind != "torchscript":
+                continue
+            path = sources.resolve(model.source, settings.cache_dir, must_exist=False)
+            if not path.exists():
+                continue  # a builtin not prepared yet: `prepare` makes it, the replica checks it
+            try:
+                TensorModel(path, model, "cpu").load()
+            except SignatureMismatch as exc:
+                problems.append(f"  - models (name: {model.name}).signature: {exc}")
+    return problems
 
 
 def ingress_auth_enabled(config: dict[str, Any]) -> bool:
     """Whether any raydio app in a Serve config keeps authentication on (the default)."""
-    from services.config import RaydioAppArgs
-
-    return any(RaydioAppArgs.model_validate(app.get("args") or {}).ingress.auth.enabled
-               for app in config["applications"] if app["import_path"] == "services.app:build_app")
+    return any(app.ingress.auth.enabled for app in raydio_apps(config))
 
 
 def prepare_state(settings: Settings) -> Settings:

@@ -1,4 +1,4 @@
-"""Chat deployment: one token stream per request.
+"""``text-generation`` deployment: one token stream per request.
 
 Autoregressive decoding gains little from ``@serve.batch`` on a CPU and complicates streaming,
 so generations interleave token by token instead (bounded by ``max_ongoing_requests``).
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ray import serve
 
-from services.config import LimitsArgs
+from services.config import LimitsArgs, TextGenerationModelArgs
 from services.errors import InputTooLarge, InvalidInput
+from services.models import sources
 from services.models.chat import ChatModel, GenerationParams
 from services.telemetry import setup_process, tracing
 from services.telemetry.gpu import start_gpu_sampler
@@ -23,14 +24,14 @@ from services.telemetry.metrics import chat_metrics
 _DONE = object()
 
 
-@serve.deployment(name="chat")
+@serve.deployment
 class ChatDeployment:
-    MODEL = "chat"
-
-    def __init__(self, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+    def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+        self.spec = TextGenerationModelArgs.model_validate(model)
+        self.MODEL = self.spec.name
         setup_process(self.MODEL)
         self.limits = LimitsArgs.model_validate(limits or {})
-        self.model = ChatModel(Path(cache_dir), device).load()
+        self.model = ChatModel(sources.resolve(self.spec.source, Path(cache_dir)), Path(cache_dir), device).load()
         self.metrics = chat_metrics()
         start_gpu_sampler(self.MODEL, self.model.device)
 
@@ -83,12 +84,13 @@ class ChatDeployment:
     @tracing.entrypoint
     def info(self) -> dict:
         return {
-            "name": "chat",
-            "model_id": self.model.model_id,
+            "name": self.MODEL,
+            "kind": self.spec.kind,
+            "model_id": self.spec.identity,
             "device": str(self.model.device),
             "context_length": self.model.context_length,
         }
 
     def check_health(self) -> None:
         if not self.model.ready:
-            raise RuntimeError("chat model is not loaded")
+            raise RuntimeError(f"{self.MODEL} model is not loaded")

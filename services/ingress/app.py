@@ -8,20 +8,19 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs, JobsArgs, Settings, get_settings
+from services.config import IngressArgs, Settings, get_settings
+from services.core.services import Core
 from services.ingress.auth import Authenticator, AuthMiddleware
-from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
-from services.ingress.jobs import JobStore
 from services.ingress.observability import RequestTelemetry
-from services.ingress.routes import agents, auth, digits, frontend, health, index, jobs, openai, remote, sessions, v2
-from services.ingress.sessions import SessionStore
+from services.ingress.routes import agents, auth, frontend, health, index, jobs, openai, remote, sessions, tensors, v2
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = """PyTorch models on Ray Serve: OpenAI-compatible embeddings and chat (`/v1`), a digit classifier,
-the Open Inference Protocol (KServe V2, `/v2`) for the tensor models, an MCP endpoint (`/mcp/`) and Gradio UIs
-under `/ui/<name>/`. Errors are `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape), except under
+DESCRIPTION = """PyTorch models on Ray Serve, declared in a model catalogue: OpenAI-compatible embeddings and chat
+(`/v1`), tensor models over KServe V1 (`/v1/models/{name}:predict`) and the Open Inference Protocol (KServe V2,
+`/v2`), classifiers at `/v1/{name}/classify`, an MCP endpoint (`/mcp/`) and Gradio UIs under `/ui/<name>/`.
+Errors are `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape), except under
 `/v2`, where they are the protocol's `{"error": "..."}`."""
 
 
@@ -83,8 +82,8 @@ def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator 
     return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None,
-                      jobs_args: JobsArgs | None = None, behind_serve_proxy: bool = False) -> FastAPI:
+def build_ingress_app(core: Core, args: IngressArgs | None = None, settings: Settings | None = None,
+                      behind_serve_proxy: bool = False) -> FastAPI:
     """Build the FastAPI app: REST routers, error handlers, auth, body limit, telemetry and (optionally) the Gradio UIs.
 
     ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself.
@@ -102,25 +101,21 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
             yield
 
     app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.state.backends = backends
-    app.state.limits = args.limits
+    app.state.core = core
     app.state.settings = settings
     app.state.authenticator = build_authenticator(args, settings)
-    app.state.sessions = SessionStore(settings.database_url)
-    app.state.jobs = JobStore(settings.database_url)
-    app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, agents, jobs, digits, remote, frontend, v2):
+    for module in (index, health, auth, openai, tensors, sessions, agents, jobs, remote, frontend, v2):
         app.include_router(module.router)
     if args.mcp.enabled:
         from services.ingress.mcp_server import build_mcp_app, build_mcp_server
 
-        mcp_server = build_mcp_server(backends, args.limits, app.state.jobs, app.state.jobs_args)
+        mcp_server = build_mcp_server(core)
         # a plain sub-app: app-wide middleware (auth, body limit) covers it
         app.mount("/mcp", build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes))
     if args.mount_ui:
-        _mount_uis(app, backends)
+        _mount_uis(app, core)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
     # Outside everything but telemetry: nothing (REST, Gradio, docs, MCP) is reached without credentials.
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
@@ -129,13 +124,11 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     return app
 
 
-def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
+def _mount_uis(app: FastAPI, core: Core) -> None:
     import gradio as gr
 
-    from services.ingress.ui import UI_BUILDERS
-    from services.ingress.ui.context import UIContext
+    from services.ingress.ui import ui_pages
 
-    ctx = UIContext(backends, app.state.sessions, app.state.jobs)
-    for name, (description, builder) in UI_BUILDERS.items():
-        gr.mount_gradio_app(app, builder(ctx), path=f"/ui/{name}", footer_links=["api"])
-        app.state.uis[name] = description
+    for page in ui_pages(core):
+        gr.mount_gradio_app(app, page.build(), path=f"/ui/{page.name}", footer_links=["api"])
+        app.state.uis[page.name] = page.description

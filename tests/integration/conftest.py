@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from services import runner
-from services.config import get_settings
+from services.config import get_settings, load_serve_config
 from tests.support.otlp import OtlpSink
 from tests.support.prometheus import free_port
 
@@ -91,7 +91,7 @@ def stack(otlp_sink, admin_key, remote_gradio) -> Stack:
     if not _port_free("127.0.0.1", port):
         pytest.fail(f"127.0.0.1:{port} is in use; stop the other server (make run?) or set RAYDIO_TEST_HTTP_PORT.")
     settings = get_settings()
-    runner.prepare_models(settings)
+    runner.prepare_models(settings, load_serve_config(CONFIG))
     telemetry_env = {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_sink.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans within 0.2 s instead of 5 s
