@@ -216,8 +216,15 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- end }}
 {{- $gpuWanted := false }}
 {{- range $app := $v.serveConfig.applications }}
+{{- $deps := dict }}
 {{- range $name, $dep := ($app.args | default dict) }}
-{{- if and (kindIs "map" $dep) (gt (float64 ($dep.num_gpus | default 0)) 0.0) }}
+{{- if kindIs "map" $dep }}{{- $_ := set $deps $name $dep }}{{- end }}
+{{- end }}
+{{- range $i, $model := (($app.args | default dict).models | default list) }}
+{{- $_ := set $deps (printf "models[%s].deployment" $model.name) ($model.deployment | default dict) }}
+{{- end }}
+{{- range $name, $dep := $deps }}
+{{- if gt (float64 ($dep.num_gpus | default 0)) 0.0 }}
 {{- $gpuWanted = true }}
 {{- if not $v.workers.gpu.enabled }}
 {{- $errors = append $errors (printf "serveConfig.applications[%s].args.%s.num_gpus is %v but workers.gpu.enabled is false: the replica could never be placed." $app.name $name $dep.num_gpus) }}
