@@ -229,7 +229,8 @@ class SentenceEmbeddingModelArgs(ModelArgs):
 
     kind: Literal["sentence-embedding"] = Field(description="sentence-embedding")
     batching: BatchingArgs = Field(default_factory=BatchingArgs, description="Requests merged into one forward pass.")
-    normalize: bool = Field(True, description="L2-normalise the vectors (the dot product is then the cosine).")
+    normalize: bool = Field(True, description="L2-normalise the vectors (the dot product is then the cosine); false keeps "
+                            "what the model's own modules return.")
 
 
 class TextGenerationModelArgs(ModelArgs):

@@ -19,8 +19,8 @@ def _agent(request: gr.Request) -> str | None:
 def build_chat_ui(core: Core) -> gr.Blocks:
     sessions, limits = core.sessions, core.limits
 
-    async def respond(message: str, history: list[dict], max_tokens: int, temperature: float, model: str, saved: dict,
-                      request: gr.Request):
+    async def respond(message: str, history: list[dict], max_tokens: int, temperature: float, saved: dict,
+                      model: str | None = None, request: gr.Request = None):
         """Answer `message`, continuing this browser's stored session; streams the growing answer."""
         owner_id, agent = owner(request), _agent(request)
         saved = dict(saved or {})
@@ -70,12 +70,12 @@ def build_chat_ui(core: Core) -> gr.Blocks:
                 gr.Slider(1, limits.max_completion_tokens, value=min(128, limits.max_completion_tokens), step=1,
                           label="Max new tokens"),
                 gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature"),
-                model_choice(core, "text-generation"),
                 saved,
+                model_choice(core, "text-generation"),  # last, so clients that predate it keep their positions
             ],
             additional_outputs=[saved],
-            examples=[["Give me three tips for a good night's sleep.", min(128, limits.max_completion_tokens), 0.7,
-                       core.catalogue.default("text-generation"), {}]],
+            examples=[["Give me three tips for a good night's sleep.", min(128, limits.max_completion_tokens), 0.7, {},
+                       core.catalogue.default("text-generation")]],
             cache_examples=False,
             api_name="chat",
             concurrency_limit=running,
