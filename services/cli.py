@@ -14,29 +14,34 @@ from services.config import ConfigError, get_settings, load_serve_config
 from services.telemetry.logs import configure_logging
 
 
-def _run(config_path: Path) -> int:
-    from services import runner
+def _run(config_path: Path, verbose: bool) -> int:
+    from services import console, runner
 
     settings = get_settings()
     started = time.monotonic()
+    log_path = console.new_log_file(settings.cache_dir)
+    file_handler = console.configure_run_logging(log_path, settings.log_level, verbose)
+    print(f"raydio: logs of Ray, Serve and the replicas go to {log_path}", flush=True)
     print(f"raydio: preparing models in {settings.cache_dir} (first run trains digits and converts chat) ...", flush=True)
     runner.prepare_models(settings)
     config = load_serve_config(config_path)
     settings = runner.prepare_state(settings)
     auth_enabled = runner.ingress_auth_enabled(config)
     admin_key = runner.ensure_admin_key(settings) if auth_enabled else None
+    prepared = time.monotonic()
     print("raydio: starting Ray and Serve ...", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     metrics_port = runner.start_ray(settings)
+    console.route_ray_worker_logs(file_handler, verbose)
     try:
         config = runner.deploy(config_path)
         url = runner.base_url(config)
+        print("raydio: waiting for the replicas to load their models ...", flush=True)
         runner.wait_ready(url)
-        elapsed = time.monotonic() - started
         print(f"""
-raydio is ready after {elapsed:.0f}s ({config_path})
+{_ready_banner(time.monotonic() - started, prepared - started, config_path, log_path, verbose)}
 {_auth_banner(auth_enabled, admin_key, settings.database_url)}
   index         {url}/
   API docs      {url}/docs
@@ -59,6 +64,13 @@ Press Ctrl-C to stop every process this started.
         print("raydio: shutting down Serve and Ray ...", flush=True)
         runner.shutdown()
     return 0
+
+
+def _ready_banner(total_s: float, prepare_s: float, config_path: Path, log_path: Path, verbose: bool) -> str:
+    """The banner's first lines: time to ready, split into preparing models and starting Ray + Serve, and the log."""
+    live = "shown here as well" if verbose else "RAYDIO_LOG_LEVEL=DEBUG make run shows them live"
+    return (f"raydio is ready in {total_s:.0f} s (models {prepare_s:.0f} s, Ray and Serve {total_s - prepare_s:.0f} s; {config_path})\n"
+            f"  logs          {log_path}  ({live})")
 
 
 def _auth_banner(enabled: bool, admin_key: str | None, database_url: str) -> str:
@@ -107,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="Validate a Serve config file and exit.")
     for p in (run, check):
         p.add_argument("--config", type=Path, default=None, help="Serve config (default: RAYDIO_SERVE_CONFIG).")
+    run.add_argument("--verbose", action="store_true",
+                     help="Print Ray's, Serve's and the replicas' logs live too (as RAYDIO_LOG_LEVEL=DEBUG does).")
     sub.add_parser("prepare", help="Train/convert and cache the models (for images and CI).")
     create = sub.add_parser("create-key", help="Create an API key in the configured database and print it once.")
     create.add_argument("--name", required=True)
@@ -130,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
             prepare_models(settings)
             return 0
-        return _run(config_path)
+        return _run(config_path, verbose=args.verbose or settings.log_level == "DEBUG")
     except ConfigError as exc:
         print(f"raydio: invalid configuration\n{exc}", file=sys.stderr)
         return 2
