@@ -35,10 +35,15 @@ _NOTABLE = re.compile(
     r'|^Traceback \(most recent call last\):'
 )
 
+# Warnings that are expected on every start and leave a user nothing to do; they stay in the file. Serve warns
+# while a replica loads its model for over 30 s (wait_ready fails loudly if one never does; "taken more than 30s
+# to be scheduled", a lack of resources, still shows), and Ray 2.60 notes that token authentication is on.
+_EXPECTED = re.compile(r"replicas that have taken more than \d+s to initialize|Token authentication is enabled for this Ray cluster")
+
 
 def is_notable(line: str) -> bool:
     """Whether a log line is a warning or an error (or a traceback) in one of the formats Ray's processes use."""
-    return bool(_NOTABLE.search(line))
+    return bool(_NOTABLE.search(line)) and not _EXPECTED.search(line)
 
 
 def starts_record(line: str) -> bool:
@@ -85,7 +90,11 @@ class _ConsoleFormatter(logging.Formatter):
 def _console_record(verbose: bool):
     def keep(record: logging.LogRecord) -> bool:
         # raydio's own INFO lines are its progress (training, converting); any library's warnings and errors.
-        return verbose or record.levelno >= logging.WARNING or (record.name.startswith("services") and record.levelno >= logging.INFO)
+        if verbose:
+            return True
+        if record.levelno >= logging.WARNING:
+            return not _EXPECTED.search(record.getMessage())
+        return record.name.startswith("services") and record.levelno >= logging.INFO
 
     return keep
 

@@ -17,8 +17,10 @@ from services import console
 from services.cli import _ready_banner
 from services.config import Settings
 
-WARNING = ("WARNING 2026-12-03 16:09:58,494 controller 6907 -- Deployment 'chat' in application 'raydio' has 1 replicas "
-           "that have taken more than 30s to initialize.")
+WARNING = ("WARNING 2026-12-03 16:22:11,296 controller 6907 -- Deployment 'embedder' in application 'raydio' has 1 replicas "
+           "that have taken more than 30s to be scheduled. This may be due to waiting for the cluster to auto-scale")
+SLOW_START = ("WARNING 2026-12-03 16:09:58,494 controller 6907 -- Deployment 'chat' in application 'raydio' has 1 replicas "
+              "that have taken more than 30s to initialize.")
 CONTINUED = "This may be caused by a slow __init__ or reconfigure method."
 INFO = "INFO 2026-12-03 16:09:28,300 controller 6907 -- Deploying new version of Deployment(name='embedder', app='raydio')."
 JSON_INFO = '{"ts": "2026-12-03T16:10:15.357Z", "level": "INFO", "logger": "services.ingress.observability", "message": "GET /health/ready 200"}'
@@ -31,8 +33,9 @@ PY_WARNING = "/app/services/models/chat.py:40: UserWarning: the tokenizer has no
 
 
 @pytest.mark.parametrize(("line", "notable"), [
-    (WARNING, True), (CONTINUED, False), (INFO, False), (JSON_INFO, False), (JSON_ERROR, True), (DRIVER_WARNING, True),
+    (WARNING, True), (CONTINUED, False), (INFO, False), (JSON_INFO, False), (JSON_ERROR, True), (DRIVER_WARNING, False),
     (GLOG_ERROR, True), (PROGRESS, False), (RAYLET, False), (PY_WARNING, True),
+    (SLOW_START, False), (DRIVER_WARNING.replace("Token authentication is enabled", "Something else happened"), True),
     ("Traceback (most recent call last):", True),
 ])
 def test_warnings_and_errors_are_told_from_the_rest(line, notable):
@@ -59,6 +62,7 @@ def test_worker_lines_all_go_to_the_file_and_only_warnings_with_their_tracebacks
     controller = {"pid": 6907, "is_err": True, "actor_name": "ServeController"}
     router({**controller, "lines": [INFO, WARNING]})
     router({**controller, "lines": [CONTINUED, INFO]})  # the warning continues into the next batch
+    router({**controller, "lines": [SLOW_START, CONTINUED]})  # expected while models load: the file only
     replica = {"pid": 7068, "is_err": True, "actor_name": "ServeReplica:raydio:chat"}
     router({**replica, "lines": [PROGRESS, JSON_INFO, "Traceback (most recent call last):", '  File "chat.py", line 3, in load',
                                  "RuntimeError: out of memory", JSON_INFO]})
@@ -73,7 +77,7 @@ def test_worker_lines_all_go_to_the_file_and_only_warnings_with_their_tracebacks
         "(ServeReplica:raydio:chat pid=7068) RuntimeError: out of memory",
     ]
     written = path.read_text().splitlines()
-    assert len(written) == 11  # every line, verbatim with its process
+    assert len(written) == 13  # every line, verbatim with its process
     assert written[0] == f"(ServeController pid=6907) {INFO}" and written[-1] == f"(raylet) {RAYLET}"
 
 
@@ -116,10 +120,12 @@ def test_driver_logs_go_to_the_file_and_progress_and_warnings_to_the_console(tmp
     logging.getLogger("services.models.digits").info("trained digits CNN: test accuracy 0.99")
     logging.getLogger("ray.serve").info('Started Serve in namespace "serve".')
     logging.getLogger("alembic.runtime.migration").info("Running upgrade  -> 0001")
-    logging.getLogger("ray._private.authentication").warning("Token authentication is enabled")
+    logging.getLogger("ray._private.authentication").warning("Token authentication is enabled for this Ray cluster.")
+    logging.getLogger("ray._private.node").warning("Ray's object store is on a small /dev/shm")
     shown = screen.getvalue()
     assert "raydio: trained digits CNN: test accuracy 0.99" in shown
-    assert "WARNING ray._private.authentication: Token authentication is enabled" in shown
+    assert "WARNING ray._private.node: Ray's object store is on a small /dev/shm" in shown
+    assert ("Token authentication" in shown) is verbose  # expected on every start: the file only
     assert ("Started Serve" in shown) is verbose and ("Running upgrade" in shown) is verbose
     written = path.read_text()
     for message in ("trained digits CNN", "Started Serve", "Running upgrade", "Token authentication"):
