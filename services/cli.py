@@ -38,8 +38,11 @@ def _run(config_path: Path, verbose: bool) -> int:
     try:
         config = runner.deploy(config_path)
         url = runner.base_url(config)
-        print("raydio: waiting for the replicas to load their models ...", flush=True)
-        runner.wait_ready(url)
+        print("raydio: waiting for the replicas to load their models (Ctrl-C stops) ...", flush=True)
+        try:
+            runner.wait_ready(url, stop=stop)
+        except InterruptedError:
+            return 130
         print(f"""
 {_ready_banner(time.monotonic() - started, prepared - started, config_path, log_path, verbose)}
 {_auth_banner(auth_enabled, admin_key, settings.database_url)}

@@ -163,3 +163,14 @@ def test_the_log_level_is_read_in_any_case(monkeypatch):
     assert Settings().log_level == "DEBUG"
     monkeypatch.setenv("RAYDIO_LOG_LEVEL", os.environ["RAYDIO_LOG_LEVEL"].capitalize())
     assert Settings().log_level == "DEBUG"
+
+
+def test_ctrl_c_while_waiting_for_the_replicas_stops_the_wait():
+    import threading
+
+    from services.runner import wait_ready
+
+    stop = threading.Event()
+    stop.set()  # what the SIGINT handler of `run` does
+    with pytest.raises(InterruptedError):
+        wait_ready("http://127.0.0.1:9", timeout_s=60, stop=stop)
