@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +31,10 @@ class Settings(BaseSettings):
         None, description="Overrides the device of every model in the catalogue: auto (cuda when present), cpu or cuda.")
     ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
     num_cpus: int | None = Field(None, description="CPUs a local Ray cluster may use; unset means all.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of raydio's loggers.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of raydio's loggers (any case). DEBUG also makes `make run` print Ray's, Serve's "
+        "and the replicas' logs live; otherwise they go to a file under `RAYDIO_CACHE_DIR`/logs.",
+    )
     log_format: Literal["json", "text"] = Field(
         "json", description="raydio's log lines: JSON objects with request and trace ids, or plain text."
     )
@@ -49,6 +52,11 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(
         None, description="Key that signs login tokens; shared by every ingress replica. `make run` creates one if unset."
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,16 @@ def base_url(config: dict[str, Any]) -> str:
     return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
 
 
-def wait_ready(url: str, timeout_s: float = 300.0) -> float:
-    """Poll ``/health/ready`` until it answers 200; returns the seconds waited."""
+def wait_ready(url: str, timeout_s: float = 300.0, stop: threading.Event | None = None) -> float:
+    """Poll ``/health/ready`` until it answers 200; returns the seconds waited.
+
+    Raises InterruptedError as soon as ``stop`` is set (Ctrl-C while the replicas are still loading).
+    """
     start = time.monotonic()
     last = "no answer"
     while time.monotonic() - start < timeout_s:
+        if stop is not None and stop.is_set():
+            raise InterruptedError("stopped before raydio was ready")
         try:
             response = httpx.get(f"{url}/health/ready", timeout=10)
             if response.status_code == 200:
@@ -161,7 +167,10 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> float:
             last = response.text[:300]
         except httpx.HTTPError as exc:
             last = repr(exc)
-        time.sleep(1.0)
+        if stop is not None:
+            stop.wait(1.0)
+        else:
+            time.sleep(1.0)
     raise TimeoutError(f"raydio was not ready after {timeout_s:.0f}s; last answer: {last}")
 
 

@@ -16,6 +16,8 @@ from tests.support.prometheus import PrometheusServer
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "helm" / "raydio" / "files" / "raydio-alerts.rules.yaml"
 DASHBOARD = ROOT / "deploy" / "helm" / "raydio" / "files" / "raydio-dashboard.json"
+pytestmark = pytest.mark.requires_prometheus
+
 TOO_LONG = " ".join(["word"] * 400)  # over the embedder's 256-token window: a 400 from the replica
 
 

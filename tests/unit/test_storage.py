@@ -27,7 +27,7 @@ def postgres_url() -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.requires_postgres)])
 def db(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/raydio.db"

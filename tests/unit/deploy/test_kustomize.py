@@ -20,6 +20,8 @@ from tests.unit.deploy.manifests import (
     without_helm_labels,
 )
 
+pytestmark = pytest.mark.requires_kubectl
+
 # overlay -> the chart values it must equal
 OVERLAYS = {"gpu": None, "cpu": CHART / "ci" / "cpu-values.yaml"}
 
