@@ -72,7 +72,10 @@ class DigitsDeployment:
                     )
                 image.load()
                 return image_to_grid(image)
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS
+            raise InputTooLarge(f"The image is too large to decode ({exc}). At most {self.limits.max_image_pixels} "
+                                "pixels are accepted.", "file") from exc
+        except (UnidentifiedImageError, OSError) as exc:
             raise InvalidInput(f"The upload is not a readable PNG or JPEG image ({exc.__class__.__name__}).", "file") from exc
         except ValueError as exc:
             raise InvalidInput(str(exc), "file") from exc

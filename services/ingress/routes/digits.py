@@ -14,7 +14,8 @@ router = APIRouter(prefix="/v1/digits", tags=["digits"], responses=ERROR_RESPONS
 
 
 def _as_grids(pixels) -> np.ndarray:
-    array = np.asarray(pixels, dtype=np.float32)
+    with np.errstate(over="ignore"):  # 1e300 becomes inf here; the model refuses non-finite pixels with a 400
+        array = np.asarray(pixels, dtype=np.float32)
     if array.shape == (64,):
         return array.reshape(1, 8, 8)
     if array.shape == (8, 8):
