@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure bench loadtest readme-config lint check-config prepare chart-check chart-docs clean
+.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure bench loadtest readme-config lint check-config prepare chart-check chart-docs clean fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -90,6 +90,13 @@ chart-check: install-dev ## Render, lint and validate the Helm chart and kustomi
 
 chart-docs: install ## Regenerate the chart's values table and the RaydioAppArgs part of values.schema.json
 	$(PY) scripts/chart_sync.py
+
+FUZZ_EXAMPLES ?= 100
+
+fuzz: install-dev ## Schemathesis over every API operation, FUZZ_EXAMPLES per operation and mode; report in reports/fuzz/
+	rm -rf reports/fuzz
+	RAYDIO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RAYDIO_FUZZ_REPORT=reports/fuzz $(PY) -m pytest tests/unit/test_fuzz.py \
+		-p no:cacheprovider -o timeout=7200 -q; status=$$?; cat reports/fuzz/summary.txt; exit $$status
 
 lint: install-dev ## Ruff
 	$(PY) -m ruff check services tests scripts bench loadtests

@@ -66,7 +66,8 @@ class TensorDeployment:
         arrays, rows = [], None
         for spec in declared:
             try:
-                array = np.asarray(inputs[spec.name], dtype=numpy_dtype(spec.datatype))
+                with np.errstate(over="ignore"):  # 1e300 becomes inf here, and is refused as not finite below
+                    array = np.asarray(inputs[spec.name], dtype=numpy_dtype(spec.datatype))
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"Input {spec.name!r} must be a rectangular array of {spec.datatype} values.", spec.name) from exc
             if array.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape, array.shape, strict=True)):

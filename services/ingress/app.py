@@ -6,6 +6,7 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.config import IngressArgs, Settings, get_settings
@@ -13,6 +14,7 @@ from services.core.services import Core
 from services.ingress.auth import Authenticator, AuthMiddleware
 from services.ingress.errors import error_body_for
 from services.ingress.observability import RequestTelemetry
+from services.ingress.openapi import document_app_wide_responses
 from services.ingress.routes import agents, auth, frontend, health, index, jobs, openai, remote, sessions, tensors, v2
 
 logger = logging.getLogger(__name__)
@@ -24,8 +26,14 @@ Errors are `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape), e
 `/v2`, where they are the protocol's `{"error": "..."}`."""
 
 
+# Request header limits (431 beyond): nginx's default buffers hold 4 x 8 KiB; some servers (uvicorn with httptools)
+# set none, so the ingress does, the same behind every server.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 128
+
+
 class BodySizeLimit:
-    """Reject bodies over ``max_bytes`` with 413, by header or by counting a streamed body."""
+    """Reject bodies over ``max_bytes`` with 413, by header or by counting a streamed body; oversized headers with 431."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -33,7 +41,13 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = scope["headers"]
+        header_bytes = sum(len(name) + len(value) + 4 for name, value in headers)
+        if len(headers) > MAX_HEADERS or header_bytes > MAX_HEADER_BYTES:
+            return await self._reject(scope, send, 431, f"Request headers are too large ({len(headers)} headers, "
+                                      f"{header_bytes} bytes); at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes.",
+                                      "headers_too_large")
+        length = dict(headers).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._reject(scope, send)
         received = 0
@@ -45,7 +59,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message):
@@ -59,18 +73,23 @@ class BodySizeLimit:
             if not started:
                 await self._reject(scope, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, status: int = 413, message: str | None = None,
+                      code: str = "payload_too_large") -> None:
         import json
 
-        body = json.dumps(error_body_for(scope, f"Request body exceeds the limit of {self.max_bytes} bytes.",
-                                         "invalid_request_error", "payload_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
+        message = message or f"Request body exceeds the limit of {self.max_bytes} bytes."
+        body = json.dumps(error_body_for(scope, message, "invalid_request_error", code)).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body reader passes it on as a 413 instead of its generic 400 "error parsing
+    the body" (a chunked body, with no Content-Length to refuse early, is only found too large while read)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"Request body exceeds the limit of {max_bytes} bytes.")
 
 
 def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator | None:
@@ -106,6 +125,7 @@ def build_ingress_app(core: Core, args: IngressArgs | None = None, settings: Set
     app.state.authenticator = build_authenticator(args, settings)
     app.state.uis = {}
     add_exception_handlers(app)
+    document_app_wide_responses(app)
     for module in (index, health, auth, openai, tensors, sessions, agents, jobs, remote, frontend, v2):
         app.include_router(module.router)
     if args.mcp.enabled:

@@ -21,6 +21,9 @@ from services.models.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
+MIN_SAMPLING_TEMPERATURE = 1e-6  # below it sampling is argmax (what it converges to) and cannot overflow
+
+
 def converted_dir(gguf_file: Path, cache_dir: Path) -> Path:
     return Path(cache_dir) / "converted" / Path(gguf_file).stem.lower()
 
@@ -157,12 +160,14 @@ class ChatModel:
 
     @staticmethod
     def _sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator) -> int:
-        if params.temperature <= 0:
+        # A temperature this small divides the logits into inf (NaN probabilities); it is greedy in effect anyway.
+        if params.temperature <= MIN_SAMPLING_TEMPERATURE:
             return int(logits.argmax())
         probs = torch.softmax(logits / params.temperature, dim=-1)
         if params.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p  # always keeps the top token
+            keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p
+            keep[0] = True  # the top token, always: a top_p below float32's range (5e-324) would keep nothing
             sorted_probs = sorted_probs * keep
             choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
             return int(order[choice])

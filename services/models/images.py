@@ -23,7 +23,10 @@ def image_to_input(data: bytes, args: ImageInputArgs, spec: TensorArgs, max_pixe
                                     "are accepted.", param)
             image.load()
             row = _preprocess(image, args, spec)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS
+        raise InputTooLarge(f"The image is too large to decode ({exc}). At most {max_pixels} pixels are accepted.",
+                            param) from exc
+    except (UnidentifiedImageError, OSError) as exc:
         raise InvalidInput(f"The upload is not a readable PNG or JPEG image ({exc.__class__.__name__}).", param) from exc
     except ValueError as exc:
         raise InvalidInput(str(exc), param) from exc
