@@ -88,7 +88,8 @@ readme-config: install ## Regenerate the README's configuration tables from serv
 chart-check: install-dev ## Render, lint and validate the Helm chart and kustomize overlays (no cluster; needs promtool, kubectl)
 	$(PY) -m pytest tests/unit/deploy
 
-chart-docs: install ## Regenerate the chart's values table and the RaydioAppArgs part of values.schema.json
+chart-docs: install ## Write the catalogue into every Serve config copy; regenerate the chart's values table and schema
+	$(PY) scripts/serve_configs.py
 	$(PY) scripts/chart_sync.py
 
 FUZZ_EXAMPLES ?= 100

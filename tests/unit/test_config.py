@@ -91,3 +91,12 @@ def test_readme_configuration_tables_match_the_models():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- config-reference:start -->\n")[1].split("<!-- config-reference:end -->")[0]
     assert section == config_reference_markdown(), "run `make readme-config`"
+
+
+def test_every_copy_of_the_serve_config_carries_the_one_catalogue():
+    """configs/serve/local.yaml declares the models; the test config, the chart's values and the overlays are generated."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "scripts/serve_configs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
