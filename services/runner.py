@@ -6,7 +6,6 @@ Used by ``make run`` (through ``services.cli``) and by the integration tests, so
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import threading
@@ -130,19 +129,33 @@ def metrics_export_port() -> int | None:
 
 
 def deploy(config_path: Path, http_port: int | None = None) -> dict[str, Any]:
-    """Deploy every application of a Serve config file (optionally on another port); returns the parsed config."""
-    from ray import serve
+    """Deploy a Serve config file the way a RayService does (``serve deploy``): the whole config goes to the Serve
+    controller, which runs each app's builder and applies the config's deployment-level options on top, so the
+    YAML behaves the same on a laptop and in a cluster. Returns the parsed config (optionally on another port)."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
 
     config = load_serve_config(config_path)
     if http_port is not None:
         config.setdefault("http_options", {})["port"] = http_port
-    serve.start(http_options=config.get("http_options", {}), proxy_location=config.get("proxy_location", "HeadOnly"))
-    for app in config["applications"]:
-        module_name, _, attr = app["import_path"].partition(":")
-        builder = getattr(importlib.import_module(module_name), attr)
-        serve.run(builder(app.get("args") or {}), name=app["name"], route_prefix=app.get("route_prefix", "/"),
-                  blocking=False)
+    client = serve_start(http_options=config.get("http_options", {}),
+                         proxy_location=config.get("proxy_location", "HeadOnly"))
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
     return config
+
+
+def deploy_failure() -> str | None:
+    """Why an application failed to deploy (its builder raised, a replica failed to start), if one did; None also
+    when this process is not connected to Ray (it then only polls the HTTP endpoint)."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return None
+    for name, app in serve.status().applications.items():
+        if str(app.status) in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
+            return f"application {name!r} failed to deploy: {app.message}"
+    return None
 
 
 def base_url(config: dict[str, Any]) -> str:
@@ -160,6 +173,8 @@ def wait_ready(url: str, timeout_s: float = 300.0, stop: threading.Event | None 
     while time.monotonic() - start < timeout_s:
         if stop is not None and stop.is_set():
             raise InterruptedError("stopped before raydio was ready")
+        if (failure := deploy_failure()) is not None:
+            raise RuntimeError(failure)
         try:
             response = httpx.get(f"{url}/health/ready", timeout=10)
             if response.status_code == 200:
