@@ -142,7 +142,9 @@ def _create_key(work_dir: Path) -> tuple[str, dict[str, str]]:
 
 
 async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements:
+    from services.config import default_catalogue
     from services.models.embedder import EmbedderModel
+    from services.models.sources import resolve
 
     m = report.Measurements()
     d, c = args.duration, args.concurrency
@@ -150,7 +152,7 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
     print(f"bench: work files in {work_dir}", flush=True)
 
     print("bench: 1/4 in-process limit", flush=True)
-    model = EmbedderModel(os.environ.get("RAYDIO_DEVICE", "auto")).load()
+    model = EmbedderModel(resolve(default_catalogue()[0].source, None), os.environ.get("RAYDIO_DEVICE", "auto")).load()
     m.limit = targets.measure_limit(model, args.batch_sizes, min(d, 5.0))
     del model
 
@@ -176,7 +178,8 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
             last = name == variants()[-1][0]
             if last:
                 print("bench: 4/4 step to 4x the autoscaling target", flush=True)
-                embedder = config["applications"][0]["args"]["embedder"]["autoscaling"]
+                embedder = next(m for m in config["applications"][0]["args"]["models"]
+                                if m["name"] == "embedder")["deployment"]["autoscaling"]
                 m.step = await step_test(url, root, headers, embedder["target_ongoing_requests"], d)
                 m.step["config"] = embedder
                 await asyncio.sleep(2)

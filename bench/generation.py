@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.config import get_settings
+from services.config import default_model, get_settings
+from services.models import sources
 from services.models.chat import ChatModel
 from services.models.generation import BatchedEngine, GenerationParams
 
@@ -94,7 +95,9 @@ async def _engine_round(engine: BatchedEngine, prompts: list[list[int]], params:
 def run(streams: int = 8, tokens: int = 64, repeats: int = 2, device: str = "cpu",
         max_batch_size: int = 16) -> list[Row]:
     """Measure the naive loop, the engine with one stream and the engine with ``streams`` concurrent streams."""
-    chat = ChatModel(get_settings().cache_dir, device).load(start_engine=False)  # ours ignores EOS
+    cache_dir = get_settings().cache_dir
+    source = sources.resolve(default_model("chat").source, cache_dir)
+    chat = ChatModel(source, cache_dir, device).load(start_engine=False)  # ours ignores EOS
     prompts = [chat.prompt_ids([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]) for i in range(streams)]
     engine = BatchedEngine(chat.torch_model, chat.tokenizer, chat.device, max_batch_size, eos_token_ids=set())
     engine.start()

@@ -1,4 +1,4 @@
-"""Chat deployment: one token stream per request, batched across requests by the model's engine.
+"""``text-generation`` deployment: one token stream per request, batched across requests by the model's engine.
 
 ``@serve.batch`` would fix a batch when it starts; the engine (``services/models/generation.py``) batches
 continuously instead: concurrent generations share decode steps, join between steps and leave when done.
@@ -19,8 +19,9 @@ import ray
 import torch
 from ray import serve
 
-from services.config import LimitsArgs
+from services.config import LimitsArgs, TextGenerationModelArgs
 from services.errors import InputTooLarge, InvalidInput
+from services.models import sources
 from services.models.chat import ChatModel, GenerationParams
 from services.telemetry import setup_process, tracing
 from services.telemetry.gpu import start_gpu_sampler
@@ -47,23 +48,23 @@ def replica_torch_threads(requested: int | None = None) -> int:
     return max(1, math.floor(cpus)) if cpus else torch.get_num_threads()
 
 
-@serve.deployment(name="chat")
+@serve.deployment
 class ChatDeployment:
-    MODEL = "chat"
-
-    def __init__(self, cache_dir: str, device: str = "auto", limits: dict | None = None, *,
-                 max_batch_size: int = 16, max_batch_tokens: int | None = None,
-                 torch_threads: int | None = None) -> None:
-        """``max_batch_size``: most generations the engine runs in one decode step (more wait for a free slot);
-        ``max_batch_tokens``: bound on the batch's KV cache in tokens (rows × longest prompt + max_tokens);
-        ``torch_threads``: intra-op threads, by default the replica's ``num_cpus`` rounded down (at least 1)."""
+    def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+        """The entry's ``generation`` sizes the engine: ``max_batch_size`` generations share one decode step (more
+        wait for a free slot), ``max_batch_tokens`` bounds the batch's KV cache, ``torch_threads`` defaults to the
+        replica's ``num_cpus`` rounded down (at least 1)."""
+        self.spec = TextGenerationModelArgs.model_validate(model)
+        self.MODEL = self.spec.name
         setup_process(self.MODEL)
         self.limits = LimitsArgs.model_validate(limits or {})
-        threads = replica_torch_threads(torch_threads)
+        generation = self.spec.generation
+        threads = replica_torch_threads(generation.torch_threads)
         torch.set_num_threads(threads)
-        logger.info("chat replica: %d torch thread(s), max_batch_size %d", threads, max_batch_size)
-        self.model = ChatModel(Path(cache_dir), device, max_batch_size=max_batch_size,
-                               max_batch_tokens=max_batch_tokens).load()
+        logger.info("%s replica: %d torch thread(s), max_batch_size %d", self.MODEL, threads, generation.max_batch_size)
+        self.model = ChatModel(sources.resolve(self.spec.source, Path(cache_dir)), Path(cache_dir), device,
+                               max_batch_size=generation.max_batch_size,
+                               max_batch_tokens=generation.max_batch_tokens).load()
         self.metrics = chat_metrics()
         start_gpu_sampler(self.MODEL, self.model.device)
 
@@ -118,8 +119,9 @@ class ChatDeployment:
     @tracing.entrypoint
     def info(self) -> dict:
         return {
-            "name": "chat",
-            "model_id": self.model.model_id,
+            "name": self.MODEL,
+            "kind": self.spec.kind,
+            "model_id": self.spec.identity,
             "device": str(self.model.device),
             "context_length": self.model.context_length,
             "engine": self.model.engine.stats(),
@@ -130,4 +132,4 @@ class ChatDeployment:
         if self.model.engine is not None and (error := self.model.engine.fatal_error) is not None:
             raise RuntimeError(f"the generation engine stopped: {error!r}") from error
         if not self.model.ready:
-            raise RuntimeError("chat model is not loaded")
+            raise RuntimeError(f"{self.MODEL} model is not loaded")

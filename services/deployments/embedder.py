@@ -1,31 +1,36 @@
-"""Embedder deployment: requests are lists of strings, merged into one forward pass by ``@serve.batch``."""
+"""``sentence-embedding`` deployment: requests are lists of strings, merged into one forward pass by ``@serve.batch``.
+
+Tokens are counted once, here (for the limit and the usage report); the forward pass does not count them again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 
 from opentelemetry import context as otel_context
 from ray import serve
 
-from services.config import BatchingArgs, LimitsArgs
+from services.config import BatchingArgs, LimitsArgs, SentenceEmbeddingModelArgs
 from services.deployments import split_like
 from services.errors import InputTooLarge
+from services.models import sources
 from services.models.embedder import EmbedderModel
 from services.telemetry import setup_process, tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import model_metrics
 
 
-@serve.deployment(name="embedder")
+@serve.deployment
 class EmbedderDeployment:
-    MODEL = "embedder"
-
-    def __init__(self, device: str = "auto", limits: dict | None = None) -> None:
+    def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+        self.spec = SentenceEmbeddingModelArgs.model_validate(model)
+        self.MODEL = self.spec.name
         setup_process(self.MODEL)
         self.limits = LimitsArgs.model_validate(limits or {})
-        self.model = EmbedderModel(device).load()
+        path = sources.resolve(self.spec.source, Path(cache_dir))
+        self.model = EmbedderModel(path, device, normalize=self.spec.normalize).load()
         self.batch_sizes: Counter[int] = Counter()
         start_gpu_sampler(self.MODEL, self.model.device)
 
@@ -56,15 +61,16 @@ class EmbedderDeployment:
         with tracing.batch_spans(self.MODEL, contexts, len(flat)) as links, \
                 tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(flat)}):
             started = time.perf_counter()
-            result = await asyncio.to_thread(self.model.embed, flat)
+            vectors = await asyncio.to_thread(self.model.embed, flat)
             model_metrics().observe_forward(self.MODEL, len(flat), time.perf_counter() - started)
-        return split_like(requests, result.vectors.tolist())
+        return split_like(requests, vectors.tolist())
 
     @tracing.entrypoint
     def info(self) -> dict:
         return {
-            "name": "embedder",
-            "model_id": self.model.model_id,
+            "name": self.MODEL,
+            "kind": self.spec.kind,
+            "model_id": self.spec.identity,
             "device": str(self.model.device),
             "dimensions": self.model.dimensions,
             "max_input_tokens": min(self.limits.max_embedding_tokens, self.model.max_seq_length),
@@ -73,4 +79,4 @@ class EmbedderDeployment:
 
     def check_health(self) -> None:
         if not self.model.ready:
-            raise RuntimeError("embedder model is not loaded")
+            raise RuntimeError(f"{self.MODEL} model is not loaded")

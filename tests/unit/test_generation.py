@@ -11,6 +11,8 @@ import asyncio
 import pytest
 import torch
 
+from services.config import default_model
+from services.models import sources
 from services.models.chat import ChatModel
 from services.models.generation import BatchedEngine, Delta, EngineError, GenerationParams
 
@@ -23,7 +25,8 @@ def chat(settings):
     # busy with other work (spinning OpenMP threads stall each step there; see docs/generation.md).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    model = ChatModel(settings.cache_dir, "cpu", max_batch_size=8).load()
+    model = ChatModel(sources.resolve(default_model("chat").source, settings.cache_dir), settings.cache_dir, "cpu",
+                      max_batch_size=8).load()
     yield model
     model.close()
     torch.set_num_threads(threads)
@@ -190,7 +193,7 @@ async def test_eight_concurrent_streams_each_get_their_own_text(chat):
 
 
 def test_a_stopped_engine_refuses_new_work(settings):
-    model = ChatModel(settings.cache_dir, "cpu").load()
+    model = ChatModel(sources.resolve(default_model("chat").source, settings.cache_dir), settings.cache_dir, "cpu").load()
     model.close()
     with pytest.raises(EngineError):
         list(model.generate(ask(model, "Hi"), GREEDY))
