@@ -14,7 +14,7 @@ from services.core.jobs import JobService
 from services.core.models import ModelService
 from services.core.services import Core
 from services.core.sessions import SessionStore
-from services.errors import RaydioError
+from services.errors import Forbidden, RaydioError
 from services.ingress.auth import Principal
 
 
@@ -30,6 +30,16 @@ def get_caller(request: Request) -> Principal:
     return principal
 
 
+def require_scope(scope: str):
+    """A route dependency: the caller must hold ``scope`` (the middleware has already checked who the caller is)."""
+    def check(caller: Annotated[Principal, Depends(get_caller)]) -> Principal:
+        if scope not in caller.scopes:
+            raise Forbidden(f"This key lacks the '{scope}' scope this needs.")
+        return caller
+
+    return Depends(check)
+
+
 def _part(name: str):
     def dependency(request: Request):
         return getattr(request.app.state.core, name)
@@ -39,6 +49,7 @@ def _part(name: str):
 
 CoreDep = Annotated[Core, Depends(get_core)]
 CallerDep = Annotated[Principal, Depends(get_caller)]
+AdminDep = Annotated[Principal, require_scope("admin")]
 ClientDep = Annotated[ModelClient, _part("client")]
 CatalogueDep = Annotated[Catalogue, _part("catalogue")]
 ModelsDep = Annotated[ModelService, _part("models")]

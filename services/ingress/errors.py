@@ -15,6 +15,7 @@ from starlette.types import Scope
 from services.errors import (
     BadGateway,
     Conflict,
+    Forbidden,
     InputTooLarge,
     InvalidInput,
     ModelNotFound,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (ModelNotFound, 404, "invalid_request_error"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
+    (Forbidden, 403, "permission_error"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
     (BadGateway, 502, "bad_gateway"),

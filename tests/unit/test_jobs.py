@@ -84,8 +84,11 @@ async def _stop(runner) -> None:
     runner.stop()
 
 
-def test_the_runner_finishes_every_kind_of_job(client, deployments, unit_settings, sklearn_digits):
-    url = unit_settings.database_url
+def test_the_runner_finishes_every_kind_of_job(client, deployments, tmp_path, sklearn_digits):
+    from services.storage.db import migrate
+
+    url = f"sqlite:///{tmp_path}/jobs.db"  # its own database: jobs other tests left queued are not counted here
+    migrate(url)
     with running_runner(client, deployments, url, chunk_size=2) as runner:
         with session_scope(url) as s:
             embed = JobRepository.submit(s, "local", "embed", ["a cat", "a dog", "the stock market"], {}).id
