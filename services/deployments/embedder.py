@@ -12,32 +12,26 @@ from pathlib import Path
 from opentelemetry import context as otel_context
 from ray import serve
 
-from services.config import BatchingArgs, LimitsArgs, SentenceEmbeddingModelArgs
-from services.deployments import split_like
+from services.config import SentenceEmbeddingModelArgs
+from services.deployments import BatchedDeployment, split_like
 from services.errors import InputTooLarge
 from services.models import sources
 from services.models.embedder import EmbedderModel
-from services.telemetry import setup_process, tracing
+from services.telemetry import tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import model_metrics
 
 
 @serve.deployment
-class EmbedderDeployment:
+class EmbedderDeployment(BatchedDeployment):
+    ARGS, BATCH_METHOD = SentenceEmbeddingModelArgs, "_embed_batch"
+
     def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
-        self.spec = SentenceEmbeddingModelArgs.model_validate(model)
-        self.MODEL = self.spec.name
-        setup_process(self.MODEL)
-        self.limits = LimitsArgs.model_validate(limits or {})
+        self._start(model, limits)
         path = sources.resolve(self.spec.source, Path(cache_dir))
         self.model = EmbedderModel(path, device, normalize=self.spec.normalize).load()
         self.batch_sizes: Counter[int] = Counter()
         start_gpu_sampler(self.MODEL, self.model.device)
-
-    def reconfigure(self, user_config: dict) -> None:
-        batching = BatchingArgs.model_validate(user_config)
-        self._embed_batch.set_max_batch_size(batching.max_batch_size)
-        self._embed_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     @tracing.entrypoint
     async def embed(self, texts: list[str]) -> dict:
@@ -67,16 +61,5 @@ class EmbedderDeployment:
 
     @tracing.entrypoint
     def info(self) -> dict:
-        return {
-            "name": self.MODEL,
-            "kind": self.spec.kind,
-            "model_id": self.spec.identity,
-            "device": str(self.model.device),
-            "dimensions": self.model.dimensions,
-            "max_input_tokens": min(self.limits.max_embedding_tokens, self.model.max_seq_length),
-            "batch_sizes": dict(self.batch_sizes),
-        }
-
-    def check_health(self) -> None:
-        if not self.model.ready:
-            raise RuntimeError(f"{self.MODEL} model is not loaded")
+        return self._info(dimensions=self.model.dimensions, batch_sizes=dict(self.batch_sizes),
+                          max_input_tokens=min(self.limits.max_embedding_tokens, self.model.max_seq_length))

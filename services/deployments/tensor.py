@@ -14,32 +14,27 @@ import numpy as np
 from opentelemetry import context as otel_context
 from ray import serve
 
-from services.config import BatchingArgs, LimitsArgs, TorchScriptModelArgs
+from services.config import TorchScriptModelArgs
+from services.deployments import BatchedDeployment
 from services.errors import InputTooLarge, InvalidInput
 from services.models import sources
 from services.models.images import image_to_input
 from services.models.tensor import TensorModel, numpy_dtype
-from services.telemetry import setup_process, tracing
+from services.telemetry import tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import model_metrics
 
 
 @serve.deployment
-class TensorDeployment:
+class TensorDeployment(BatchedDeployment):
+    ARGS, BATCH_METHOD = TorchScriptModelArgs, "_predict_batch"
+
     def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
-        self.spec = TorchScriptModelArgs.model_validate(model)
-        self.MODEL = self.spec.name
-        setup_process(self.MODEL)
-        self.limits = LimitsArgs.model_validate(limits or {})
+        self._start(model, limits)
         # A signature the file does not accept fails here (dry run on zeros), so the replica never becomes healthy.
         self.model = TensorModel(sources.resolve(self.spec.source, Path(cache_dir)), self.spec, device).load()
         self.batch_sizes: Counter[int] = Counter()
         start_gpu_sampler(self.MODEL, self.model.device)
-
-    def reconfigure(self, user_config: dict) -> None:
-        batching = BatchingArgs.model_validate(user_config)
-        self._predict_batch.set_max_batch_size(batching.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     @tracing.entrypoint
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -107,14 +102,4 @@ class TensorDeployment:
 
     @tracing.entrypoint
     def info(self) -> dict:
-        return {
-            "name": self.MODEL,
-            "kind": self.spec.kind,
-            "model_id": self.spec.identity,
-            "device": str(self.model.device),
-            "batch_sizes": dict(self.batch_sizes),
-        }
-
-    def check_health(self) -> None:
-        if not self.model.ready:
-            raise RuntimeError(f"{self.MODEL} model is not loaded")
+        return self._info(batch_sizes=dict(self.batch_sizes))

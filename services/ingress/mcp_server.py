@@ -27,10 +27,9 @@ from starlette.applications import Starlette
 from services.config import McpArgs
 from services.core.catalogue import describe, faces
 from services.core.chat import Sampling
-from services.core.models import Classification
 from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.schemas import CompleteJob, JobCreate, JobInfo
+from services.ingress.schemas import ClassifyResponse, CompleteJob, JobCreate, JobInfo, Prediction
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 SAMPLED = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hint=False)
@@ -66,19 +65,6 @@ class RankedText(BaseModel):
 
 class SimilarityResult(BaseModel):
     ranking: list[RankedText] = Field(description="The texts, most similar to the query first.")
-
-
-class ClassResult(BaseModel):
-    label: int = Field(description="Index of the most likely class (for digits: the digit).")
-    class_name: str = Field(description="Name of the most likely class.")
-    confidence: float = Field(description="Probability of that class.")
-    probabilities: list[float] = Field(description="Probability of each class, in label order.")
-    pixels: list | None = Field(None, description="For images: the input the model saw (for digits an 8x8 grid of ink 0-16).")
-
-
-class ClassifyResult(BaseModel):
-    model: str
-    predictions: list[ClassResult] = Field(description="One per input row.")
 
 
 class PredictResult(BaseModel):
@@ -121,11 +107,6 @@ def _tool_errors():
         yield
     except RaydioError as exc:
         raise ToolError(exc.message) from exc
-
-
-def _class(result: Classification) -> ClassResult:
-    return ClassResult(label=result.label, class_name=result.class_name, confidence=result.confidence,
-                       probabilities=result.probabilities, pixels=result.input)
 
 
 def _model_arg(core: Core, kind: str, what: str, names: list[str] | None = None):
@@ -200,18 +181,18 @@ def _model_tools(server: MCPServer, core: Core) -> None:
                                           "For digits: an 8x8 grid of ink intensities 0 (background) to 16 (full ink), "
                                           "the digit filling the grid, as in scikit-learn's digits.")],
             model: Classifier = None,
-        ) -> ClassifyResult:
+        ) -> ClassifyResponse:
             """Classify rows with a classifier: the most likely class of each, with every class's probability."""
             with _tool_errors():
                 results = await core.models.classify(model, inputs)
-            return ClassifyResult(model=model or classifiers[0], predictions=[_class(r) for r in results])
+            return ClassifyResponse(model=model or classifiers[0], predictions=[Prediction.of(r) for r in results])
 
     image_models = [m.name for m in tensor_models if m.labels and m.image is not None]
     if image_models:
         ImageClassifier = _model_arg(core, "torchscript", "image classifier", image_models)
 
         @server.tool(title="Classify an image", annotations=READ_ONLY)
-        async def classify_image(image_base64: ImageBase64, model: ImageClassifier = None) -> ClassResult:
+        async def classify_image(image_base64: ImageBase64, model: ImageClassifier = None) -> Prediction:
             """Classify a PNG or JPEG image; also returns the input the model saw (for digits, the 8x8 grid)."""
             encoded = image_base64.split(",", 1)[1] if image_base64.startswith("data:") else image_base64
             try:
@@ -219,7 +200,7 @@ def _model_tools(server: MCPServer, core: Core) -> None:
             except (binascii.Error, ValueError):
                 raise ToolError("image_base64 is not valid base64.") from None
             with _tool_errors():
-                return _class(await core.models.classify_image(model or image_models[0], data))
+                return Prediction.of(await core.models.classify_image(model or image_models[0], data))
 
     if catalogue.of_kind("text-generation"):
         ChatModel = _model_arg(core, "text-generation", "text-generation")

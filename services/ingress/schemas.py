@@ -275,6 +275,12 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(description="Probability of each class, in label order.")
     pixels: list | None = Field(None, description="For uploaded images: the input row the model saw (8x8 ink for digits).")
 
+    @classmethod
+    def of(cls, result) -> Prediction:
+        """From the core's ``Classification``: REST and MCP answer in the same shape."""
+        return cls(label=result.label, class_name=result.class_name, confidence=result.confidence,
+                   probabilities=result.probabilities, pixels=result.input)
+
 
 class ClassifyResponse(BaseModel):
     model: str

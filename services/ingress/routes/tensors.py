@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, File, UploadFile
 
-from services.core.models import Classification
 from services.errors import InvalidInput
 from services.ingress.dependencies import LimitsDep, ModelsDep
 from services.ingress.schemas import (
@@ -19,11 +18,6 @@ from services.ingress.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["tensor models"], responses=ERROR_RESPONSES)
-
-
-def _prediction(result: Classification) -> Prediction:
-    return Prediction(label=result.label, class_name=result.class_name, confidence=result.confidence,
-                      probabilities=result.probabilities, pixels=result.input)
 
 
 @router.post("/models/{name}:predict", response_model=V1PredictResponse)
@@ -58,7 +52,7 @@ async def predict(name: str, body: V1PredictRequest, models: ModelsDep) -> V1Pre
 async def classify(name: str, body: ClassifyRequest, models: ModelsDep) -> ClassifyResponse:
     """Classify rows of a classifier's input (for `digits`: 8x8 grids of ink 0..16), one prediction per row."""
     model = _same_model(name, body.model)
-    return ClassifyResponse(model=model, predictions=[_prediction(r) for r in await models.classify(model, body.inputs)])
+    return ClassifyResponse(model=model, predictions=[Prediction.of(r) for r in await models.classify(model, body.inputs)])
 
 
 @router.post("/{name}/classify-image", response_model=ClassifyResponse)
@@ -67,7 +61,7 @@ async def classify_image(name: str, models: ModelsDep, limits: LimitsDep,
     """Classify an uploaded image with a classifier that takes images (for `digits`: cropped and scaled the way
     scikit-learn's digits were made)."""
     data = await file.read(limits.max_body_bytes + 1)
-    return ClassifyResponse(model=name, predictions=[_prediction(await models.classify_image(name, data))])
+    return ClassifyResponse(model=name, predictions=[Prediction.of(await models.classify_image(name, data))])
 
 
 def _same_model(path_name: str, body_name: str | None) -> str:
