@@ -19,11 +19,12 @@ import ray
 import torch
 from ray import serve
 
-from services.config import LimitsArgs, TextGenerationModelArgs
+from services.config import TextGenerationModelArgs
+from services.deployments import CatalogueDeployment
 from services.errors import InputTooLarge, InvalidInput
 from services.models import sources
 from services.models.chat import ChatModel, GenerationParams
-from services.telemetry import setup_process, tracing
+from services.telemetry import tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import chat_metrics
 
@@ -49,15 +50,14 @@ def replica_torch_threads(requested: int | None = None) -> int:
 
 
 @serve.deployment
-class ChatDeployment:
+class ChatDeployment(CatalogueDeployment):
+    ARGS = TextGenerationModelArgs
+
     def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
         """The entry's ``generation`` sizes the engine: ``max_batch_size`` generations share one decode step (more
         wait for a free slot), ``max_batch_tokens`` bounds the batch's KV cache, ``torch_threads`` defaults to the
         replica's ``num_cpus`` rounded down (at least 1)."""
-        self.spec = TextGenerationModelArgs.model_validate(model)
-        self.MODEL = self.spec.name
-        setup_process(self.MODEL)
-        self.limits = LimitsArgs.model_validate(limits or {})
+        self._start(model, limits)
         generation = self.spec.generation
         threads = replica_torch_threads(generation.torch_threads)
         torch.set_num_threads(threads)
@@ -118,18 +118,10 @@ class ChatDeployment:
 
     @tracing.entrypoint
     def info(self) -> dict:
-        return {
-            "name": self.MODEL,
-            "kind": self.spec.kind,
-            "model_id": self.spec.identity,
-            "device": str(self.model.device),
-            "context_length": self.model.context_length,
-            "engine": self.model.engine.stats(),
-            "torch_threads": torch.get_num_threads(),
-        }
+        return self._info(context_length=self.model.context_length, engine=self.model.engine.stats(),
+                          torch_threads=torch.get_num_threads())
 
     def check_health(self) -> None:
         if self.model.engine is not None and (error := self.model.engine.fatal_error) is not None:
             raise RuntimeError(f"the generation engine stopped: {error!r}") from error
-        if not self.model.ready:
-            raise RuntimeError(f"{self.MODEL} model is not loaded")
+        super().check_health()
