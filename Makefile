@@ -76,7 +76,7 @@ bench-telemetry: install-dev ## Per-request cost of the telemetry code, tracing 
 measure: install ## Time to ready, memory and single-request latency of the local stack
 	$(PY) scripts/measure_stack.py
 
-bench: install-dev ## Embeddings vs the in-process limit and the peers, no-op overhead, a 4x step; writes docs/benchmarks.md
+bench: install-dev ## Embeddings vs the limit and the peers, no-op overhead, a 4x step, generation 1 vs 8 streams; writes docs/benchmarks.md
 	$(PY) -m bench
 
 loadtest: install-dev ## Locust against the stack `make run` serves (RAYDIO_URL, RAYDIO_API_KEY, LOADTEST_SHAPE); checks objectives

@@ -36,7 +36,8 @@ def test_load_generator_counts_answers_and_keeps_failures_apart(tmp_path):
 
 def test_harness_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "benchmarks.md"
-    assert main(["--duration", "0.5", "--concurrency", "4", "--batch-sizes", "1,4", "--only-local", "--out", str(out)]) == 0
+    assert main(["--duration", "0.5", "--concurrency", "4", "--batch-sizes", "1,4", "--only-local", "--no-generation",
+                 "--out", str(out)]) == 0
     text = out.read_text()
     assert "`python -m bench --duration 0.5" in text and " cores, " in text
     for name in (NAIVE, GRADIO, PLAIN, "limit: in-process, batch", "| 4 | "):
