@@ -59,12 +59,15 @@ def _increase(prometheus: PrometheusServer, expr: str, before: dict[frozenset, f
 def _expect_increase(prometheus: PrometheusServer, exprs: dict[str, str], before: dict[str, dict],
                      expected: dict[str, float]) -> None:
     deadline = time.monotonic() + 60
+    reached = {}
     for key, increase in expected.items():
-        while _increase(prometheus, exprs[key], before[key]) < increase - 1e-9:
-            assert time.monotonic() < deadline, f"{exprs[key]} grew by {_increase(prometheus, exprs[key], before[key])}"
+        while (grown := _increase(prometheus, exprs[key], before[key])) < increase - 1e-9:
+            assert time.monotonic() < deadline, f"{exprs[key]} grew by {grown}"
             time.sleep(0.5)
+        reached[key] = grown
     time.sleep(2.5)  # and no more than that: two further exports
-    after = {key: round(_increase(prometheus, exprs[key], before[key]), 6) for key in expected}
+    # The larger of the two reads: on a loaded machine Ray's agent has been seen to re-export an older sample once.
+    after = {key: round(max(reached[key], _increase(prometheus, exprs[key], before[key])), 6) for key in expected}
     assert after == expected
 
 
