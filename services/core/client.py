@@ -87,6 +87,12 @@ class _ObservedCall:
                                                 attributes={"raydio.model": name, "raydio.method": method})
         self.carrier = tracing.inject(trace.set_span_in_context(self.span))
 
+    def failed(self, exc: BaseException) -> BaseException:
+        """Record a call that raised; returns what the caller should raise (``exc`` itself, or its translation)."""
+        translated = _translate(self.name, exc)
+        self.finish(exc, translated)
+        return translated
+
     def finish(self, exc: BaseException | None = None, translated: BaseException | None = None) -> None:
         outcome = _outcome(exc, translated)
         if outcome not in ("ok", "cancelled"):
@@ -124,8 +130,7 @@ class ModelClient:
             result = await asyncio.wait_for(getattr(handle, method).remote(*args, trace_carrier=call.carrier),
                                             timeout_s or self.timeout_s)
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
-            translated = _translate(name, exc)
-            call.finish(exc, translated)
+            translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
@@ -183,8 +188,7 @@ class ModelClient:
                 call.finish(exc)
                 stream.cancel()
                 raise
-            translated = _translate(model, exc)
-            call.finish(exc, translated)
+            translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
