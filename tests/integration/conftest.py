@@ -49,6 +49,8 @@ def own_models_config(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("own-models")
     torch.jit.trace(flower_module(), torch.zeros(2, 4)).save(str(folder / "flowers.pt"))
     config = yaml.safe_load(CONFIG.read_text())
+    for remote in config["applications"][0]["args"].get("remotes", []):
+        remote["url"] = remote["url"].replace("127.0.0.1:7861", f"127.0.0.1:{REMOTE_PORT}")
     config["applications"][0]["args"]["models"] += [
         {"name": "flowers", "kind": "torchscript", "source": "flowers.pt", "description": "A user's traced module.",
          "signature": {"inputs": [{"name": "measurements", "datatype": "FP32", "shape": [-1, 4]}],
@@ -93,7 +95,8 @@ def auth_headers(admin_key) -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_key}"}
 
 
-REMOTE_PORT = 7861  # configs/serve/test.yaml points its `shout` and `measure` remotes here
+# configs/serve/test.yaml points its `shout` and `measure` remotes at 7861; RAYDIO_TEST_REMOTE_PORT moves both.
+REMOTE_PORT = int(os.environ.get("RAYDIO_TEST_REMOTE_PORT", "7861"))
 
 
 @pytest.fixture(scope="session")
