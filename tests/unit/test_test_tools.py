@@ -92,7 +92,9 @@ def test_without_tools():
 def _pytest_without_tools(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:
     (tmp_path / "test_marked.py").write_text(MARKED)
     (tmp_path / "empty").mkdir(exist_ok=True)
-    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    # Neither CI nor the PostgreSQL URL that scripts/test-deps.sh exports (make test, .ci/run) may leak in: this
+    # subprocess stands for a machine with none of the tools.
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "RAYDIO_TEST_POSTGRES_URL")}
     env.update(PATH=str(tmp_path / "empty"), PYTHONPATH=str(ROOT), **({"CI": "true"} if ci else {}))
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.support.tools", "-p", "no:cacheprovider",
                            "--strict-markers", "-ra", "test_marked.py"],
