@@ -239,7 +239,9 @@ def _wants_html(scope: Scope, headers: dict[str, str]) -> bool:
 
 
 async def _redirect_to_login(scope: Scope, send: Send) -> None:
-    target = scope.get("root_path", "") + scope["path"] + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
+    # Serve (like uvicorn) keeps the mount prefix in the path and also sets it as root_path (the ui application's /ui).
+    root, path = scope.get("root_path", ""), scope["path"]
+    target = (path if path.startswith(root) else root + path) + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
     await send({"type": "http.response.start", "status": 303,
                 "headers": [(b"location", f"/login?next={quote(target, safe='')}".encode())]})
     await send({"type": "http.response.body", "body": b""})
