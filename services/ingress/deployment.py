@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from services.config import IngressArgs, JobsArgs, RaydioAppArgs, UIArgs, get_settings
+from services.config import IngressArgs, JobsArgs, RaydioAppArgs, get_settings
 from services.core.services import build_core
 
 
