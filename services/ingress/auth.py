@@ -74,10 +74,13 @@ class SharedRateLimiter(RateLimiter):
     holds in total across every api and ui replica. If the store does not answer within ``timeout_s`` (restarting,
     unreachable), this replica's own bucket decides, so requests never wait on it; each fallback is counted."""
 
+    FIRST_TIMEOUT_S = 5.0  # a handle's first call also finds the store's replica
+
     def __init__(self, store, timeout_s: float = 0.5) -> None:
         super().__init__()
         self.store, self.timeout_s = store, timeout_s  # a DeploymentHandle, or a callable returning one (lazy)
         self._warned = False
+        self._answered = False
 
     def _handle(self):
         if callable(self.store) and not hasattr(self.store, "remote"):
@@ -86,8 +89,9 @@ class SharedRateLimiter(RateLimiter):
 
     async def acquire(self, key: str, limit_per_minute: int) -> float:
         try:
-            retry_after = await asyncio.wait_for(self._handle().take.remote(key, limit_per_minute), self.timeout_s)
-            self._warned = False
+            retry_after = await asyncio.wait_for(self._handle().take.remote(key, limit_per_minute),
+                                                 self.timeout_s if self._answered else self.FIRST_TIMEOUT_S)
+            self._warned, self._answered = False, True
             return retry_after
         except Exception as exc:  # noqa: BLE001 - any failure of the store: decide here, never fail the request
             auth_metrics().rate_limit_fallbacks.inc()
