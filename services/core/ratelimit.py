@@ -27,6 +27,13 @@ class TokenBuckets:
 
     def take(self, key: str, limit_per_minute: int, now: float | None = None) -> float:
         """Take one token: 0 when allowed; otherwise the seconds until the next request would be."""
+        granted, retry_after = self.lease(key, limit_per_minute, 1, now=now)
+        return 0.0 if granted else retry_after
+
+    def lease(self, key: str, limit_per_minute: int, want: int, returned: int = 0,
+              now: float | None = None) -> tuple[int, float]:
+        """Give back ``returned`` unspent tokens, then take up to ``want``: (tokens granted, seconds until the next
+        token when none was)."""
         now = time.monotonic() if now is None else now
         rate = limit_per_minute / 60.0
         with self.lock:
@@ -35,12 +42,13 @@ class TokenBuckets:
                 if len(self.buckets) >= MAX_KEYS:
                     self._drop_full(now)
                 bucket = self.buckets[key] = _Bucket(float(limit_per_minute), now)
-            bucket.tokens = min(float(limit_per_minute), bucket.tokens + (now - bucket.updated) * rate)
+            bucket.tokens = min(float(limit_per_minute), bucket.tokens + (now - bucket.updated) * rate + max(returned, 0))
             bucket.updated = now
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
-                return 0.0
-            return (1 - bucket.tokens) / rate
+            granted = min(max(want, 1), int(bucket.tokens))
+            if granted >= 1:
+                bucket.tokens -= granted
+                return granted, 0.0
+            return 0, (1 - bucket.tokens) / rate
 
     def _drop_full(self, now: float) -> None:
         # Buckets idle for a minute have refilled (every limit refills within 60 s): forgetting them changes nothing.

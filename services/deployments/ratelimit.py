@@ -21,5 +21,9 @@ class RateLimitDeployment:
         """0 when the request may go; otherwise the seconds until the key's next request would be allowed."""
         return self.buckets.take(key, limit_per_minute)
 
+    async def lease(self, key: str, limit_per_minute: int, want: int, returned: int = 0) -> tuple[int, float]:
+        """Take back ``returned`` unspent tokens, then grant up to ``want``: (granted, seconds until the next token)."""
+        return self.buckets.lease(key, limit_per_minute, want, returned)
+
     def check_health(self) -> None:
         return None

@@ -70,17 +70,25 @@ class RateLimiter:
 
 
 class SharedRateLimiter(RateLimiter):
-    """Token buckets in the api application's ``ratelimit`` deployment, asked once per request, so a key's limit
-    holds in total across every api and ui replica. If the store does not answer within ``timeout_s`` (restarting,
-    unreachable), this replica's own bucket decides, so requests never wait on it; each fallback is counted."""
+    """Token buckets in the api application's ``ratelimit`` deployment, so a key's limit holds in total across every
+    api and ui replica.
+
+    A replica leases a key's tokens a few at a time: as many as the key earns in ``lease_s`` (one for limits under
+    60/min), spends them locally, and hands back what it did not spend with its next lease. Leased tokens left the
+    shared bucket, so the replicas together never admit more than the limit; the store is asked about once per
+    lease instead of once per request. If it does not answer within ``timeout_s`` (restarting, unreachable), this
+    replica's own bucket decides, so requests never wait on it; each fallback is counted."""
 
     FIRST_TIMEOUT_S = 5.0  # a handle's first call also finds the store's replica
+    MAX_LEASES = 100_000
 
-    def __init__(self, store, timeout_s: float = 0.5) -> None:
+    def __init__(self, store, timeout_s: float = 0.5, lease_s: float = 1.0) -> None:
         super().__init__()
-        self.store, self.timeout_s = store, timeout_s  # a DeploymentHandle, or a callable returning one (lazy)
+        self.store, self.timeout_s, self.lease_s = store, timeout_s, lease_s  # store: a handle, or a callable giving one
         self._warned = False
         self._answered = False
+        self._leases: dict[str, tuple[float, int]] = {}  # key -> (valid until, tokens left)
+        self.store_calls = 0
 
     def _handle(self):
         if callable(self.store) and not hasattr(self.store, "remote"):
@@ -88,11 +96,19 @@ class SharedRateLimiter(RateLimiter):
         return self.store
 
     async def acquire(self, key: str, limit_per_minute: int) -> float:
+        now = time.monotonic()
+        until, left = self._leases.get(key, (0.0, 0))
+        if left > 0 and now < until:
+            self._leases[key] = (until, left - 1)
+            return 0.0
+        self._leases.pop(key, None)
+        want = max(1, int(limit_per_minute / 60.0 * self.lease_s))
         try:
-            retry_after = await asyncio.wait_for(self._handle().take.remote(key, limit_per_minute),
-                                                 self.timeout_s if self._answered else self.FIRST_TIMEOUT_S)
+            self.store_calls += 1
+            granted, retry_after = await asyncio.wait_for(
+                self._handle().lease.remote(key, limit_per_minute, want, left),
+                self.timeout_s if self._answered else self.FIRST_TIMEOUT_S)
             self._warned, self._answered = False, True
-            return retry_after
         except Exception as exc:  # noqa: BLE001 - any failure of the store: decide here, never fail the request
             auth_metrics().rate_limit_fallbacks.inc()
             if not self._warned:
@@ -100,6 +116,13 @@ class SharedRateLimiter(RateLimiter):
                                type(exc).__name__)
                 self._warned = True
             return self.check(key, limit_per_minute)
+        if granted < 1:
+            return retry_after
+        if granted > 1:
+            if len(self._leases) >= self.MAX_LEASES:
+                self._leases.clear()  # unspent tokens are lost, never over-admitted
+            self._leases[key] = (time.monotonic() + self.lease_s, granted - 1)
+        return 0.0
 
 
 class Authenticator:

@@ -240,6 +240,7 @@ def test_the_rate_limit_store_answers_and_what_it_costs(app_handle):
     assert store.take.remote("bench-exhaust", 2).result() == 0.0
     assert store.take.remote("bench-exhaust", 2).result() == 0.0
     assert store.take.remote("bench-exhaust", 2).result() > 0  # the third within a minute waits
+    assert store.lease.remote("bench-lease", 60, 10).result() == (10, 0.0)
 
     async def sequential(n: int) -> list[float]:
         handle = app_handle("ratelimit")
@@ -261,7 +262,21 @@ def test_the_rate_limit_store_answers_and_what_it_costs(app_handle):
         await asyncio.gather(*(worker(w) for w in range(c)))
         return n / (time.perf_counter() - start)
 
+    async def leased(n: int, c: int, limit: int) -> tuple[float, int]:
+        from services.ingress.auth import SharedRateLimiter
+
+        limiter = SharedRateLimiter(app_handle("ratelimit"))
+        start = time.perf_counter()
+
+        async def worker() -> None:
+            for _ in range(n // c):
+                await limiter.acquire(f"bench-leased-{limit}", limit)
+
+        await asyncio.gather(*(worker() for _ in range(c)))
+        return n / (time.perf_counter() - start), limiter.store_calls
+
     times = asyncio.run(sequential(500))
+    leased_rate, leased_calls = asyncio.run(leased(3200, 16, 6_000_000))
     rate = asyncio.run(concurrent(1600, 16))
     local = TokenBuckets()
     start = time.perf_counter()
@@ -269,4 +284,5 @@ def test_the_rate_limit_store_answers_and_what_it_costs(app_handle):
         local.take(f"k{i % 50}", 1_000_000)
     local_us = (time.perf_counter() - start) / 100_000 * 1e6
     measured("rate-limit store per check", p50_ms=statistics.median(times) * 1e3,
-             p90_ms=statistics.quantiles(times, n=10)[-1] * 1e3, checks_per_s_at_c16=rate, in_process_bucket_us=local_us)
+             p90_ms=statistics.quantiles(times, n=10)[-1] * 1e3, checks_per_s_at_c16=rate, in_process_bucket_us=local_us,
+             leased_acquires_per_s_at_c16=leased_rate, leased_store_calls_per_3200=leased_calls)

@@ -210,13 +210,13 @@ class StoreHandle:
 
         self.store = RateLimitDeployment.func_or_class()
         self.fail, self.calls = fail, 0
-        self.take = self
+        self.lease = self
 
-    async def remote(self, key: str, limit: int) -> float:
+    async def remote(self, key: str, limit: int, want: int, returned: int) -> tuple[int, float]:
         self.calls += 1
         if self.fail:
             raise ConnectionError("store down")
-        return await self.store.take(key, limit)
+        return await self.store.lease(key, limit, want, returned)
 
 
 def _replica(core, url: str, limiter, name: str, ui: bool = False):
@@ -286,3 +286,19 @@ def _key_id(url: str, name: str) -> str:
 
     with session_scope(url) as session:
         return session.query(ApiKey).filter_by(name=name).one().id
+
+
+def test_leases_ask_the_store_once_per_lease_and_never_admit_more_than_the_limit():
+    import asyncio
+
+    from services.ingress.auth import SharedRateLimiter
+
+    store = StoreHandle()
+    replicas = [SharedRateLimiter(store, lease_s=1.0) for _ in range(3)]
+
+    async def burst() -> int:
+        return sum([await replicas[i % 3].acquire("busy", 600) == 0.0 for i in range(900)])
+
+    allowed = asyncio.run(burst())
+    # 600/min: a burst of at most 600 in total (plus what refills while it runs), leases of 10 tokens each
+    assert 600 <= allowed <= 610 and store.calls <= allowed // 10 + 3 + 900 - allowed, (allowed, store.calls)
