@@ -44,7 +44,7 @@ def render(text: str, overrides: dict[str, dict]) -> str:
     if match is None:
         raise ValueError("no `models:` block")
     indent, start = len(match.group(1)), match.end()
-    end = re.search(rf"^ {{0,{indent}}}[A-Za-z_]", text[start:], re.M)
+    end = re.search(rf"^ {{0,{indent}}}[A-Za-z_#]", text[start:], re.M)  # a key or a comment at the block's level ends it
     end = start + end.start() if end else len(text)
     entries = []
     for model in catalogue():

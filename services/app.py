@@ -1,5 +1,13 @@
 """Typed Serve app builders, named by ``import_path`` in ``configs/serve/*.yaml``.
 
+Two applications behind Serve's one HTTP port, built from the same ``RaydioAppArgs`` (one args block in the YAML,
+so the catalogue is declared once):
+
+- ``build_app``: the api application ("raydio", route ``/``): the ingress (REST, V2, MCP), one deployment per
+  catalogue entry, the job runner, the remote backends and the rate-limit store. Stateless: it autoscales.
+- ``build_ui_app``: the ui application (route ``/ui``): the Gradio UIs in one replica, calling the api application's
+  deployments through handles.
+
 The same YAML text becomes a RayService's ``serveConfigV2`` on Kubernetes.
 """
 
@@ -13,9 +21,10 @@ from services.config import DeploymentArgs, RaydioAppArgs, get_settings
 from services.deployments.chat import ChatDeployment
 from services.deployments.embedder import EmbedderDeployment
 from services.deployments.jobs import JobRunnerDeployment
+from services.deployments.ratelimit import RateLimitDeployment
 from services.deployments.remote import RemoteGradioDeployment
 from services.deployments.tensor import TensorDeployment
-from services.ingress.deployment import IngressDeployment
+from services.ingress.deployment import IngressDeployment, UIIngressDeployment
 
 # One line per model kind: the deployment that serves entries of that kind.
 DEPLOYMENTS = {
@@ -29,9 +38,14 @@ def _options(args: DeploymentArgs, **extra: Any) -> dict[str, Any]:
     return {**args.serve_options(), **extra}
 
 
+def _validated(args: RaydioAppArgs | dict[str, Any] | None) -> RaydioAppArgs:
+    return args if isinstance(args, RaydioAppArgs) else RaydioAppArgs.model_validate(args or {})
+
+
 def build_app(args: RaydioAppArgs | dict[str, Any] | None = None) -> Application:
-    """Ingress, one deployment per catalogue entry, the job runner and the remote backends."""
-    args = RaydioAppArgs.model_validate(args or {}) if not isinstance(args, RaydioAppArgs) else args
+    """The api application: ingress, one deployment per catalogue entry, the job runner, the remote backends and
+    the rate-limit store."""
+    args = _validated(args)
     cache_dir = str(get_settings().cache_dir)
     limits = args.ingress.limits.model_dump()
     catalogue = [model.model_dump(mode="json") for model in args.models]
@@ -48,5 +62,13 @@ def build_app(args: RaydioAppArgs | dict[str, Any] | None = None) -> Application
         .bind(args=remote.model_dump())
         for remote in args.remotes
     }
+    ratelimit = RateLimitDeployment.bind() if args.ingress.auth.enabled and args.ingress.auth.shared_rate_limits else None
     return IngressDeployment.options(**_options(args.ingress)).bind(
-        models, jobs, catalogue=catalogue, remotes=remotes, args=args.ingress.model_dump(), jobs_args=args.jobs.model_dump())
+        models, jobs, catalogue=catalogue, remotes=remotes, args=args.ingress.model_dump(),
+        jobs_args=args.jobs.model_dump(), ratelimit=ratelimit)
+
+
+def build_ui_app(args: RaydioAppArgs | dict[str, Any] | None = None) -> Application:
+    """The ui application: every Gradio UI in one replica, over the deployments of ``args.ui.api_app``."""
+    args = _validated(args)
+    return UIIngressDeployment.options(**_options(args.ui)).bind(args=args.model_dump(mode="json"))

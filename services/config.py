@@ -137,7 +137,7 @@ class BatchingArgs(StrictModel):
 # ``services.deployments.DEPLOYMENTS``.
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
-RESERVED_NAMES = ("ingress", "jobs")
+RESERVED_NAMES = ("ingress", "jobs", "ratelimit")
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                 "FP16", "FP32", "FP64", "BYTES")
 
@@ -332,7 +332,11 @@ class AuthArgs(StrictModel):
     enabled: bool = Field(True, description="Turn off only on a trusted laptop; `make run` then says so.")
     token_ttl_s: int = Field(900, ge=60, le=86400, description="Lifetime of a login token (JWT) and browser session.")
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute per key unless the key sets its own.")
-    key_cache_s: float = Field(5.0, ge=0, le=300, description="How long a key lookup is cached; bounds how soon a revocation bites.")
+    key_cache_s: float = Field(5.0, ge=0, le=300, description="How long a key lookup is cached per replica; a revoked key "
+                               "stops working on every replica (api and ui) within this time.")
+    shared_rate_limits: bool = Field(True, description="Keep every key's token bucket in one store (the `ratelimit` "
+                                     "deployment of the api application), so a key's limit holds in total across all "
+                                     "api and ui replicas; false: one bucket per replica (N replicas allow N times the limit).")
 
 
 LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
@@ -355,8 +359,46 @@ class IngressArgs(DeploymentArgs):
     max_queued_requests: int = Field(512, ge=-1)
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
     auth: AuthArgs = Field(default_factory=AuthArgs)
-    mount_ui: bool = Field(True, description="Mount the Gradio UIs under /ui/<name>.")
+    mount_ui: bool = Field(False, description="Also mount the Gradio UIs in this (api) application, the single-application "
+                           "layout without a `ui` application; the ingress must then keep one replica (Gradio's queue lives "
+                           "in the process).")
     mcp: McpArgs = Field(default_factory=McpArgs, description="The MCP endpoint.")
+
+
+    @model_validator(mode="after")
+    def _one_replica_with_ui(self) -> IngressArgs:
+        if self.mount_ui and self.autoscaling.max_replicas > 1:
+            raise ValueError(f"Got mount_ui: true with autoscaling.max_replicas={self.autoscaling.max_replicas}. Gradio's "
+                             "queue keeps state in the process that serves it: with the UIs mounted the ingress must keep "
+                             "one replica. Serve the UIs from the ui application (services.app:build_ui_app) instead.")
+        return self
+
+
+UI_MAX_REPLICAS = 1
+
+
+class UIArgs(DeploymentArgs):
+    """The ui application (``services.app:build_ui_app``): every Gradio UI, at route_prefix /ui, over the api
+    application's model deployments."""
+
+    num_cpus: float = Field(0.2, ge=0, description="CPUs the UI replica reserves in Ray (not a hard limit).")
+    max_ongoing_requests: int = Field(256, ge=1, description="Requests the UI replica works on at once (page loads, "
+                                      "Gradio's queue joins and its open event streams).")
+    max_queued_requests: int = Field(512, ge=-1)
+    api_app: str = Field("raydio", min_length=1, description="Name of the api application (services.app:build_app) "
+                         "whose model deployments, job runner and rate-limit store the UIs call through handles.")
+    queue_per_slot: int = Field(4, ge=1, le=1000, description="Events a UI lets wait per event it runs at once (it runs "
+                                "as many as the deployments behind it take); a full queue is refused at once with "
+                                "'Queue is full'.")
+
+    @model_validator(mode="after")
+    def _one_replica(self) -> UIArgs:
+        if self.autoscaling.max_replicas > UI_MAX_REPLICAS or self.autoscaling.min_replicas != 1:
+            raise ValueError(f"Got ui.autoscaling min_replicas={self.autoscaling.min_replicas}, max_replicas="
+                             f"{self.autoscaling.max_replicas}. The ui application runs exactly one replica: Gradio's "
+                             "queue, event streams and session state live in the process, and Serve cannot pin a browser "
+                             "to a replica (docs/operations.md, 'One UI replica').")
+        return self
 
 
 class JobsArgs(DeploymentArgs):
@@ -384,7 +426,8 @@ class RemoteGradioArgs(DeploymentArgs):
 
 
 class RaydioAppArgs(StrictModel):
-    """``args`` of ``services.app:build_app`` in a Serve config file."""
+    """``args`` of ``services.app:build_app`` (the api application) and ``services.app:build_ui_app`` (the ui
+    application) in a Serve config file: the same args for both, so the catalogue is declared once."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Default device of every model: auto (cuda "
                                                    "when present), cpu or cuda.")
@@ -392,6 +435,7 @@ class RaydioAppArgs(StrictModel):
                                      description="The model catalogue: one Serve deployment per entry.")
     ingress: IngressArgs = Field(default_factory=IngressArgs)
     jobs: JobsArgs = Field(default_factory=JobsArgs)
+    ui: UIArgs = Field(default_factory=UIArgs, description="The ui application (used by services.app:build_ui_app).")
     remotes: list[RemoteGradioArgs] = Field(default_factory=list, description="Remote Gradio apps used as backends.")
 
     @model_validator(mode="after")
@@ -458,7 +502,7 @@ def load_serve_config(path: Path, check_sources: bool = True) -> dict[str, Any]:
     except Exception as exc:  # ray's schema may use pydantic v1 under the hood
         raise ConfigError(f"{path}: {exc}") from exc
     for i, app in enumerate(schema.applications):
-        if app.import_path != "services.app:build_app":
+        if app.import_path not in (API_BUILDER, UI_BUILDER):
             continue
         where = f"{path}: applications[{i}].args"
         try:
@@ -477,13 +521,46 @@ def load_serve_config(path: Path, check_sources: bool = True) -> dict[str, Any]:
                 problems.append(f"  - models[{j}] (name: {model.name}).source: {exc}")
         if problems:
             raise ConfigError("\n".join([f"{where}: {len(problems)} problem(s)", *problems]))
+    _check_ui_apps(path, schema.applications)
     return raw
 
 
+def _check_ui_apps(path: Path, apps: list) -> None:
+    """A ui application calls an api application's deployments: that application must be in the same config, with the
+    same catalogue (the YAML anchor in configs/serve/*.yaml gives both the one args block)."""
+    api = {app.name: app for app in apps if app.import_path == API_BUILDER}
+    for i, app in enumerate(apps):
+        if app.import_path != UI_BUILDER:
+            continue
+        args = RaydioAppArgs.model_validate(app.args or {})
+        target = api.get(args.ui.api_app)
+        if target is None:
+            raise ConfigError(f"{path}: applications[{i}] ({app.name}).args.ui.api_app: no application named "
+                              f"{args.ui.api_app!r} with import_path {API_BUILDER} in this config; the UIs call its "
+                              f"deployments. Applications: {', '.join(a.name for a in apps)}.")
+        if app.route_prefix in (None, "/"):
+            raise ConfigError(f"{path}: applications[{i}] ({app.name}).route_prefix: the ui application needs its own "
+                              "prefix (/ui) next to the api application's /.")
+        ours = [m.name for m in args.models]
+        theirs = [m.name for m in RaydioAppArgs.model_validate(target.args or {}).models]
+        if ours != theirs:
+            raise ConfigError(f"{path}: applications[{i}] ({app.name}).args.models: {ours} differs from the catalogue of "
+                              f"{target.name!r} ({theirs}). Give both applications the same args (a YAML anchor).")
+
+
+API_BUILDER = "services.app:build_app"
+UI_BUILDER = "services.app:build_ui_app"
+
+
 def raydio_apps(config: dict[str, Any]) -> list[RaydioAppArgs]:
-    """The validated args of every raydio application in a loaded Serve config."""
+    """The validated args of every raydio api application in a loaded Serve config (a ui application shares them)."""
     return [RaydioAppArgs.model_validate(app.get("args") or {})
-            for app in config["applications"] if app["import_path"] == "services.app:build_app"]
+            for app in config["applications"] if app["import_path"] == API_BUILDER]
+
+
+def ui_apps(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ui applications (services.app:build_ui_app) of a loaded Serve config."""
+    return [app for app in config["applications"] if app["import_path"] == UI_BUILDER]
 
 
 def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
@@ -536,6 +613,11 @@ def config_reference_markdown() -> str:
             except AttributeError:
                 cells.append("")
         lines.append(f"| `{key}` | {' | '.join(cells)} | {description} |")
+    lines += ["", "| `args.ui.*` (the ui application) | default | meaning |", "|---|---|---|"]
+    for key, description in _leaves(UIArgs):
+        if key.startswith("autoscaling."):
+            continue  # fixed at one replica
+        lines.append(f"| `{key}` | `{_lookup(defaults.ui, key)}` | {description} |")
     for section, model in (("limits", LimitsArgs), ("auth", AuthArgs), ("mcp", McpArgs)):
         lines += ["", f"| `args.ingress.{section}.*` | default | meaning |", "|---|---|---|"]
         for key, description in _leaves(model):

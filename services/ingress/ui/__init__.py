@@ -12,7 +12,7 @@ import logging
 
 from services.core.services import Core
 from services.ingress.ui.chat import build_chat_ui
-from services.ingress.ui.context import UIPage
+from services.ingress.ui.context import QUEUE_PER_SLOT, UIPage
 from services.ingress.ui.embeddings import build_embeddings_ui
 from services.ingress.ui.jobs import build_jobs_ui
 from services.ingress.ui.tensor import build_tensor_ui
@@ -20,17 +20,19 @@ from services.ingress.ui.tensor import build_tensor_ui
 logger = logging.getLogger(__name__)
 
 
-def ui_pages(core: Core) -> list[UIPage]:
+def ui_pages(core: Core, queue_per_slot: int | None = None) -> list[UIPage]:
+    """The pages, in index order; ``queue_per_slot`` bounds each page's queue (default: ``QUEUE_PER_SLOT``)."""
+    per_slot = queue_per_slot or QUEUE_PER_SLOT
     pages = []
     if core.catalogue.of_kind("text-generation"):
         pages.append(UIPage("chat", "Streaming chatbot that keeps your session (add ?agent=NAME for an agent)",
-                            lambda: build_chat_ui(core)))
+                            lambda: build_chat_ui(core, per_slot)))
     for entry in core.catalogue.of_kind("torchscript"):
         what = "Draw or upload an image" if entry.image else "Enter inputs"
         pages.append(UIPage(entry.name, f"{entry.name}: {what}, see the {'label' if entry.labels else 'outputs'}",
-                            lambda entry=entry: build_tensor_ui(core, entry)))
+                            lambda entry=entry: build_tensor_ui(core, entry, per_slot)))
     if core.catalogue.of_kind("sentence-embedding"):
-        pages.append(UIPage("embeddings", "Rank sentences by similarity to a query", lambda: build_embeddings_ui(core)))
+        pages.append(UIPage("embeddings", "Rank sentences by similarity to a query", lambda: build_embeddings_ui(core, per_slot)))
     pages.append(UIPage("jobs", "Submit batch jobs and watch their progress", lambda: build_jobs_ui(core)))
     seen, unique = set(), []
     for page in pages:

@@ -8,7 +8,7 @@ import gradio as gr
 from services.core.chat import Sampling
 from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.ui.context import model_choice, owner, queue_size
+from services.ingress.ui.context import QUEUE_PER_SLOT, model_choice, owner, queue_size
 
 
 def _agent(request: gr.Request) -> str | None:
@@ -16,7 +16,7 @@ def _agent(request: gr.Request) -> str | None:
     return (request.query_params or {}).get("agent") or (request.headers or {}).get("x-raydio-agent") or None
 
 
-def build_chat_ui(core: Core) -> gr.Blocks:
+def build_chat_ui(core: Core, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks:
     sessions, limits = core.sessions, core.limits
 
     async def respond(message: str, history: list[dict], max_tokens: int, temperature: float, saved: dict,
@@ -55,7 +55,7 @@ def build_chat_ui(core: Core) -> gr.Blocks:
             return heading, []
         return heading, [{"role": m["role"], "content": m["content"]} for m in stored["messages"] if m["role"] != "system"]
 
-    running, waiting = queue_size(core, "text-generation")
+    running, waiting = queue_size(core, "text-generation", queue_per_slot)
     with gr.Blocks(title="raydio · chat") as demo:
         heading = gr.Markdown("## Chat")
         gr.Markdown("A text-generation model of the catalogue, served by Ray Serve; answers stream token by token "

@@ -31,7 +31,10 @@ def model_choice(core: Core, kind: str, label: str = "Model") -> gr.Dropdown:
     return gr.Dropdown(names, value=names[0], label=label, visible=len(names) > 1)
 
 
-def queue_size(core: Core, kind: str, per_slot: int = 4) -> tuple[int, int]:
+QUEUE_PER_SLOT = 4  # the default of UIArgs.queue_per_slot
+
+
+def queue_size(core: Core, kind: str, per_slot: int = QUEUE_PER_SLOT) -> tuple[int, int]:
     """(events run at once, events waiting) for a UI over a kind's models: as many at once as the deployments take
     (max_ongoing_requests x max_replicas, summed), and a bounded wait behind them; a full queue is refused at once."""
     running = sum(m.deployment.max_ongoing_requests * m.deployment.autoscaling.max_replicas for m in core.catalogue.of_kind(kind))

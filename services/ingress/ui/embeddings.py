@@ -4,7 +4,7 @@ import gradio as gr
 
 from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.ui.context import model_choice, queue_size
+from services.ingress.ui.context import QUEUE_PER_SLOT, model_choice, queue_size
 
 EXAMPLE_SENTENCES = "\n".join([
     "A man is playing a guitar on stage.",
@@ -14,7 +14,7 @@ EXAMPLE_SENTENCES = "\n".join([
 ])
 
 
-def build_embeddings_ui(core: Core) -> gr.Blocks:
+def build_embeddings_ui(core: Core, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks:
     async def rank(query: str, sentences: str, model: str) -> list[list]:
         """Rank sentences (one per line) by cosine similarity to the query, most similar first."""
         candidates = [line.strip() for line in sentences.splitlines() if line.strip()]
@@ -26,7 +26,7 @@ def build_embeddings_ui(core: Core) -> gr.Blocks:
             raise gr.Error(exc.message) from exc
         return [[r.score, r.text] for r in ranking]
 
-    running, waiting = queue_size(core, "sentence-embedding")
+    running, waiting = queue_size(core, "sentence-embedding", queue_per_slot)
     with gr.Blocks(title="raydio · embeddings") as demo:
         gr.Markdown("## Embeddings\nRank sentences by meaning, not by shared words.")
         model = model_choice(core, "sentence-embedding")

@@ -12,11 +12,11 @@ import numpy as np
 from services.config import TorchScriptModelArgs
 from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.ui.context import queue_size
+from services.ingress.ui.context import QUEUE_PER_SLOT, queue_size
 
 
-def build_tensor_ui(core: Core, entry: TorchScriptModelArgs) -> gr.Blocks:
-    running, waiting = queue_size(core, "torchscript")
+def build_tensor_ui(core: Core, entry: TorchScriptModelArgs, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks:
+    running, waiting = queue_size(core, "torchscript", queue_per_slot)
     with gr.Blocks(title=f"raydio · {entry.name}") as demo:
         gr.Markdown(f"## {entry.name}\n{entry.description}")
         if entry.image is not None and entry.labels:

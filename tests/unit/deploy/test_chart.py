@@ -97,7 +97,7 @@ def test_serve_config_parses_with_ray_and_raydio_schemas(variant):
         module, _, attr = app.import_path.partition(":")
         builder = getattr(importlib.import_module(module), attr)
         assert callable(builder)
-        if app.import_path == "services.app:build_app":
+        if app.import_path in ("services.app:build_app", "services.app:build_ui_app"):
             RaydioAppArgs.model_validate(app.args or {})
     # Each pod's Serve port is the one the config listens on.
     port = config["http_options"]["port"]
@@ -256,10 +256,10 @@ def _one_app(ingress_max: int, jobs_max: int) -> dict:
 def test_a_sqlite_file_per_pod_is_refused_when_several_pods_open_the_database():
     """With no database URL each pod gets its own SQLite file: keys made on one pod are unknown on the next."""
     with pytest.raises(helm.HelmError) as info:
-        render()  # the defaults: ingress 1 + jobs 2 replicas over up to 4 GPU + 4 CPU pods
+        render()  # the defaults: ingress 4 + jobs 2 + ui 1 replicas over up to 4 GPU + 4 CPU pods
     message = str(info.value)
-    assert "secrets.databaseUrl is empty" in message and "3 replicas open the database" in message
-    assert "raydio.ingress: 1, raydio.jobs: 2" in message and "up to 8 worker pods" in message
+    assert "secrets.databaseUrl is empty" in message and "7 replicas open the database" in message
+    assert "raydio.ingress: 4, raydio.jobs: 2, raydio-ui.ui: 1" in message and "up to 8 worker pods" in message
     one_cpu_pod = {"workers": {"gpu": {"enabled": False}, "cpu": {"minReplicas": 1, "maxReplicas": 1}}}
     two_cpu_pods = {"workers": {"gpu": {"enabled": False}, "cpu": {"minReplicas": 1, "maxReplicas": 2}}}
     refused = [
@@ -342,3 +342,27 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_every_variant_ships_the_api_and_ui_split(variant):
+    """An autoscaled api application with at least 2 replicas and a one-replica ui application on /ui, both built from
+    one args block (the YAML anchor expands to equal args)."""
+    rayservice = find(render(_values(variant)), "RayService")[0]
+    apps = {app["name"]: app for app in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]}
+    assert set(apps) == {"raydio", "raydio-ui"}
+    api, ui = apps["raydio"], apps["raydio-ui"]
+    assert (api["import_path"], api["route_prefix"]) == ("services.app:build_app", "/")
+    assert (ui["import_path"], ui["route_prefix"]) == ("services.app:build_ui_app", "/ui")
+    assert ui["args"] == api["args"]
+    args = RaydioAppArgs.model_validate(api["args"])
+    assert args.ingress.autoscaling.min_replicas >= 2 and not args.ingress.mount_ui
+    assert args.ui.autoscaling.max_replicas == 1 and args.ui.api_app == "raydio"
+    assert args.ingress.auth.shared_rate_limits
+
+
+def test_a_scaled_ui_application_is_refused():
+    values = load_values(CHART / "ci" / "cpu-values.yaml")
+    values["serveConfig"]["applications"][1]["args"] = {"ui": {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}}
+    with pytest.raises(helm.HelmError, match="the ui application runs one replica"):
+        render(values)

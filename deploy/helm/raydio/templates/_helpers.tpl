@@ -234,6 +234,14 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- end }}
 {{- end }}
 {{- end }}
+{{- range $app := $v.serveConfig.applications }}
+{{- if eq (toString $app.import_path) "services.app:build_ui_app" }}
+{{- $uiScaling := ((($app.args | default dict).ui | default dict).autoscaling | default dict) }}
+{{- if gt (int ($uiScaling.max_replicas | default 1)) 1 }}
+{{- $errors = append $errors (printf "serveConfig.applications[%s].args.ui.autoscaling.max_replicas is %v: the ui application runs one replica (Gradio's queue and sessions live in the process; docs/operations.md). Scale the api application and the models instead." $app.name $uiScaling.max_replicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.workers.gpu.enabled (not $gpuWanted) }}
 {{- $errors = append $errors "workers.gpu.enabled is true but no deployment asks for num_gpus: GPU pods would sit idle. Disable the group or give a model num_gpus." }}
 {{- end }}
@@ -280,6 +288,9 @@ replica that opens the database (ingress: keys and sessions; jobs: the job queue
 {{- $replicas = add $replicas $max }}
 {{- $openers = append $openers (printf "%s.%s: %d" $app.name $name $max) }}
 {{- end }}
+{{- else if eq (toString $app.import_path) "services.app:build_ui_app" }}
+{{- $replicas = add $replicas 1 }}
+{{- $openers = append $openers (printf "%s.ui: 1" $app.name) }}
 {{- end }}
 {{- end }}
 {{- if and (gt (int $pods) 1) (gt (int $replicas) 1) }}
