@@ -120,10 +120,14 @@ class ModelClient:
     async def _call(self, name: str, method: str, *args, timeout_s: float | None = None):
         handle = self._handle(name)
         call = _ObservedCall(name, method)
+        response = getattr(handle, method).remote(*args, trace_carrier=call.carrier)
         try:
-            result = await asyncio.wait_for(getattr(handle, method).remote(*args, trace_carrier=call.carrier),
-                                            timeout_s or self.timeout_s)
+            result = await asyncio.wait_for(response, timeout_s or self.timeout_s)
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
+            if isinstance(exc, (asyncio.CancelledError, TimeoutError)):
+                # Nobody will read the answer (the client went away, or we stopped waiting): stop the replica's work.
+                # Serve does not cancel a handle call when its caller is cancelled, outside direct ingress.
+                response.cancel()
             translated = _translate(name, exc)
             call.finish(exc, translated)
             if translated is exc:
@@ -183,6 +187,8 @@ class ModelClient:
                 call.finish(exc)
                 stream.cancel()
                 raise
+            if isinstance(exc, TimeoutError):
+                stream.cancel()  # we stop reading: the replica stops generating
             translated = _translate(model, exc)
             call.finish(exc, translated)
             if translated is exc:

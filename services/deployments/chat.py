@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class ChatDeployment:
         self.limits = LimitsArgs.model_validate(limits or {})
         self.model = ChatModel(sources.resolve(self.spec.source, Path(cache_dir)), Path(cache_dir), device).load()
         self.metrics = chat_metrics()
+        # Generations under way, and how the ended ones ended ("cancelled": the caller went away or failed first).
+        self.active = 0
+        self.ended: Counter[str] = Counter()
         start_gpu_sampler(self.MODEL, self.model.device)
 
     @tracing.entrypoint
@@ -59,6 +63,7 @@ class ChatDeployment:
         finish_reason, completion_tokens, chunks = "cancelled", 0, 0
         # Not made current: a generator's context belongs to its consumer between items.
         span = tracing.tracer().start_span(f"{self.MODEL}.forward", attributes={"raydio.prompt_tokens": len(prompt_ids)})
+        self.active += 1
         try:
             steps = self.model.generate(prompt_ids, generation)
             while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
@@ -75,6 +80,10 @@ class ChatDeployment:
                     finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
                 yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
         finally:
+            # A consumer that goes away cancels this generator at its await: the step under way finishes in its
+            # thread and no other starts.
+            self.active -= 1
+            self.ended[finish_reason] += 1
             span.set_attribute("raydio.completion_tokens", completion_tokens or chunks)
             span.set_attribute("raydio.finish_reason", finish_reason)
             span.end()
@@ -89,6 +98,7 @@ class ChatDeployment:
             "model_id": self.spec.identity,
             "device": str(self.model.device),
             "context_length": self.model.context_length,
+            "generations": {"active": self.active, "ended": dict(self.ended)},
         }
 
     def check_health(self) -> None:

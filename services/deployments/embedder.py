@@ -32,11 +32,14 @@ class EmbedderDeployment:
         path = sources.resolve(self.spec.source, Path(cache_dir))
         self.model = EmbedderModel(path, device, normalize=self.spec.normalize).load()
         self.batch_sizes: Counter[int] = Counter()
+        self.piece_size = 32  # texts of one request per trip through the batcher (max_batch_size, reconfigured)
+        self.inputs_embedded = 0  # texts through the model: work done, whether or not a caller was still waiting
         start_gpu_sampler(self.MODEL, self.model.device)
 
     def reconfigure(self, user_config: dict) -> None:
         batching = BatchingArgs.model_validate(user_config)
         self._embed_batch.set_max_batch_size(batching.max_batch_size)
+        self.piece_size = batching.max_batch_size
         self._embed_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     @tracing.entrypoint
@@ -51,7 +54,12 @@ class EmbedderDeployment:
         for i, count in enumerate(tokens):
             if count > limit:
                 raise InputTooLarge(f"Input {i} has {count} tokens. The embedder accepts at most {limit}.", "input")
-        vectors = await self._embed_batch(texts, otel_context.get_current())
+        # A long request goes through the batcher in pieces, one after another: other requests share the forward
+        # passes in between, and a cancelled request (its client went away) stops after the piece under way.
+        vectors = []
+        for start in range(0, len(texts), self.piece_size):
+            piece = texts[start:start + self.piece_size]
+            vectors += await self._embed_batch(piece, otel_context.get_current())
         return {"vectors": vectors, "tokens": tokens}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
@@ -62,6 +70,7 @@ class EmbedderDeployment:
                 tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(flat)}):
             started = time.perf_counter()
             vectors = await asyncio.to_thread(self.model.embed, flat)
+            self.inputs_embedded += len(flat)
             model_metrics().observe_forward(self.MODEL, len(flat), time.perf_counter() - started)
         return split_like(requests, vectors.tolist())
 
@@ -75,6 +84,7 @@ class EmbedderDeployment:
             "dimensions": self.model.dimensions,
             "max_input_tokens": min(self.limits.max_embedding_tokens, self.model.max_seq_length),
             "batch_sizes": dict(self.batch_sizes),
+            "inputs_embedded": self.inputs_embedded,
         }
 
     def check_health(self) -> None:
