@@ -34,9 +34,7 @@ def build_app(args: RaydioAppArgs | dict[str, Any] | None = None) -> Application
     args = RaydioAppArgs.model_validate(args or {}) if not isinstance(args, RaydioAppArgs) else args
     cache_dir = str(get_settings().cache_dir)
     limits = args.ingress.limits.model_dump()
-    # Batching values reach the replicas only as user_config: left out of every init argument, a change to them is
-    # applied in place (reconfigure) instead of replacing the ingress, the runner and the model's replicas.
-    catalogue = [model.model_dump(mode="json", exclude={"batching"}) for model in args.models]
+    catalogue = [model.model_dump(mode="json") for model in args.models]
     models = {}
     for model, spec in zip(args.models, catalogue, strict=True):
         batching = getattr(model, "batching", None)
