@@ -56,18 +56,24 @@ def chaos_config(port: int) -> dict:
 
 
 def updates(config: dict) -> list[tuple[str, dict]]:
-    """The zero-downtime updates, in turn: every deployment to 2 replicas (Serve replaces a replica by stopping it
-    before starting its successor, so one replica alone cannot be replaced without a gap), new batching values only
-    (user_config: replicas reconfigured in place), and a release bump (an application env var: Serve rolls every
-    replica over to the new version, one at a time)."""
+    """The zero-downtime updates, in turn, each a new Serve config deployed as a RayService would:
+
+    - every deployment to 2 replicas, through the config's ``deployments:`` overrides (Serve replaces a replica by
+      stopping it before starting its successor, so one replica alone cannot be replaced without a gap);
+    - new batching values, through the overrides' ``user_config`` (replicas reconfigured in place);
+    - a release bump: an application env var, which (like any change under ``args``) gives the application a new
+      code version, so Serve rolls every replica over to it, one at a time.
+    """
+    app = config["applications"][0]
+    models = {model["name"]: model for model in app["args"]["models"]}
     scaled = copy.deepcopy(config)
-    args = scaled["applications"][0]["args"]
-    for deployment in [args["ingress"], *(model["deployment"] for model in args["models"])]:
-        deployment["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
+    scaled["applications"][0]["deployments"] = [
+        {"name": name, "autoscaling_config": {"min_replicas": 2, "max_replicas": 2}} for name in ["ingress", *models]]
     batching = copy.deepcopy(scaled)
-    for model in batching["applications"][0]["args"]["models"]:
-        if "batching" in model:
-            model["batching"] = {"max_batch_size": model["batching"]["max_batch_size"] // 2, "batch_wait_timeout_s": 0.01}
+    for override in batching["applications"][0]["deployments"]:
+        if "batching" in models.get(override["name"], {}):
+            override["user_config"] = {"max_batch_size": models[override["name"]]["batching"]["max_batch_size"] // 2,
+                                       "batch_wait_timeout_s": 0.01}
     release = copy.deepcopy(batching)
     release["applications"][0]["runtime_env"] = {"env_vars": {"RAYDIO_RELEASE": "chaos-2"}}
     return [("update: 1 → 2 replicas each", scaled), ("update: batching (user_config)", batching),
@@ -262,7 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     runner.prepare_models(settings, config)
     started = time.monotonic()
     try:
-        runner.start_ray(settings, metrics_port=_free_port())
+        for attempt in range(3):  # on a busy machine Ray's node can time out while starting; it is only started again
+            try:
+                runner.start_ray(settings, metrics_port=_free_port())
+                break
+            except Exception as exc:  # noqa: BLE001 - retried, then raised
+                if attempt == 2:
+                    raise
+                print(f"chaos: Ray did not start ({exc}); trying again", flush=True)
+                runner.shutdown()
         runner.deploy(config_path, http_port=args.port)
         url = runner.base_url(config)
         print(f"chaos: ready in {runner.wait_ready(url, timeout_s=300):.0f}s at {url}; config {config_path}", flush=True)
