@@ -50,15 +50,19 @@ def chaos_config(port: int) -> dict:
     args["ingress"]["num_cpus"] = 0.1
     for model in args["models"]:
         model["deployment"]["num_cpus"] = 0.1
-        model["deployment"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
     args["jobs"].update({"num_cpus": 0.05, "lease_s": 5, "chunk_size": 2, "poll_interval_s": 0.2})
+    # Replica counts through Serve's own overrides from the start: introducing an autoscaling override later changes
+    # the application's code version (Serve hashes the overrides' autoscaling policies), replacing every replica.
+    config["applications"][0]["deployments"] = [
+        {"name": name, "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}
+        for name in ["ingress", *(model["name"] for model in args["models"])]]
     return config
 
 
 def updates(config: dict) -> list[tuple[str, dict]]:
     """The zero-downtime updates, in turn, each a new Serve config deployed as a RayService would:
 
-    - every deployment to 2 replicas, through the config's ``deployments:`` overrides (Serve replaces a replica by
+    - every deployment but the runner to 2 replicas, through the ``deployments:`` overrides (Serve replaces a replica by
       stopping it before starting its successor, so one replica alone cannot be replaced without a gap);
     - new batching values, through the overrides' ``user_config`` (replicas reconfigured in place);
     - a release bump: an application env var, which (like any change under ``args``) gives the application a new
@@ -67,8 +71,8 @@ def updates(config: dict) -> list[tuple[str, dict]]:
     app = config["applications"][0]
     models = {model["name"]: model for model in app["args"]["models"]}
     scaled = copy.deepcopy(config)
-    scaled["applications"][0]["deployments"] = [
-        {"name": name, "autoscaling_config": {"min_replicas": 2, "max_replicas": 2}} for name in ["ingress", *models]]
+    for override in scaled["applications"][0]["deployments"]:
+        override["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
     batching = copy.deepcopy(scaled)
     for override in batching["applications"][0]["deployments"]:
         if "batching" in models.get(override["name"], {}):

@@ -26,6 +26,13 @@ def test_overrides_keep_the_version_and_a_release_bump_changes_it():
     assert overrides["embedder"]["user_config"]["max_batch_size"] == 16
 
 
+def test_an_autoscaling_override_introduced_later_replaces_every_replica():
+    config = chaos.chaos_config(8100)
+    without = copy.deepcopy(config)
+    del without["applications"][0]["deployments"]
+    assert _version(without) != _version(config)  # hence chaos_config declares its overrides from the start
+
+
 def test_batching_values_under_args_replace_every_replica():
     config = chaos.chaos_config(8100)
     changed = copy.deepcopy(config)
