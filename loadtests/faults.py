@@ -22,7 +22,8 @@ import httpx
 import psutil
 
 APP = "raydio"
-HANG_S = 30.0  # a request slower than this counts as hung (the ingress times model calls out at 120 s)
+HANG_S = 30.0  # hung: no answer for this long (a stream: no event for this long; it may take longer in all)
+STREAM_LIMIT_S = 600.0
 
 # What a request ended as. The first group is healthy; "hung" and "truncated" break raydio's promise.
 OK, HTTP_ERROR, CONNECTION_ERROR, STREAM_ERROR_EVENT, HUNG, TRUNCATED = (
@@ -163,7 +164,7 @@ class Load:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                result, status, detail = await asyncio.wait_for(call(client), HANG_S)
+                result, status, detail = await asyncio.wait_for(call(client), STREAM_LIMIT_S if kind == "chat" else HANG_S)
             except TimeoutError:
                 result, status, detail = HUNG, None, f"no answer in {HANG_S:.0f}s"
             except httpx.HTTPError as exc:
@@ -190,17 +191,21 @@ class Load:
                 "messages": [{"role": "user", "content": "Tell me about the sea in a few sentences."}]}
         state, counted = StreamState(), False
         try:
-            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    return self._answer(response)
-                async for line in response.aiter_lines():
-                    read_sse_line(state, line)
-                    if state.content_chunks and not counted:
-                        counted = True
-                        self.streams_open += 1
+            async with asyncio.timeout(HANG_S) as idle:
+                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        return self._answer(response)
+                    async for line in response.aiter_lines():
+                        idle.reschedule(asyncio.get_running_loop().time() + HANG_S)  # a slow stream is not a hung one
+                        read_sse_line(state, line)
+                        if state.content_chunks and not counted:
+                            counted = True
+                            self.streams_open += 1
         except httpx.HTTPError as exc:  # the connection broke mid-stream: visibly incomplete, not truncated
             return CONNECTION_ERROR, 200, f"after {state.content_chunks} chunks: {type(exc).__name__}"
+        except TimeoutError:
+            return HUNG, None, f"no event for {HANG_S:.0f}s after {state.content_chunks} chunks"
         finally:
             if counted:
                 self.streams_open -= 1
