@@ -77,10 +77,17 @@ async def _kill_under_load(base_url: str, headers: dict, target: str) -> tuple[l
         await loader
 
 
-def _assert_failed_cleanly(outcomes: list[faults.Outcome]) -> None:
+# Serve's proxy answers a request whose ingress replica died under it with its own plain 500 (docs/reliability.md:
+# not promised while the ingress runs one replica); everything raydio answers is a 502/503 with an error body.
+PROXY_500 = (500, "Internal Server Error")
+
+
+def _assert_failed_cleanly(outcomes: list[faults.Outcome], target: str) -> None:
     for outcome in outcomes:
         assert outcome.result not in faults.BROKEN, outcome  # never a hang, never a stream that looks complete
         if outcome.result == faults.HTTP_ERROR:
+            if target == "ingress" and (outcome.status, outcome.detail) == PROXY_500:
+                continue
             assert outcome.status in (502, 503), outcome
             assert '"error"' in outcome.detail, outcome  # a body that says what happened
 
@@ -90,7 +97,7 @@ def test_a_killed_process_fails_requests_fast_and_is_replaced(target, base_url, 
     try:
         outcomes, served = asyncio.run(_kill_under_load(base_url, load_headers, target))
         assert served, f"no replacement for {target} served within {RECOVERY_S}s"
-        _assert_failed_cleanly(outcomes)
+        _assert_failed_cleanly(outcomes, target)
         if target == "controller":  # the data plane runs without the controller
             assert [o for o in outcomes if o.result != faults.OK] == []
     finally:
