@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure bench loadtest readme-config lint check-config prepare chart-check chart-docs clean fuzz
+.PHONY: help install install-dev run test test-unit test-integration test-monitoring prometheus bench-telemetry measure bench loadtest readme-config lint check-config prepare chart-check chart-docs clean fuzz chaos
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n",$$1,$$2}'
@@ -98,6 +98,11 @@ fuzz: install-dev ## Schemathesis over every API operation, FUZZ_EXAMPLES per op
 	rm -rf reports/fuzz
 	RAYDIO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RAYDIO_FUZZ_REPORT=reports/fuzz $(PY) -m pytest tests/unit/test_fuzz.py \
 		-p no:cacheprovider -o timeout=7200 -q; status=$$?; cat reports/fuzz/summary.txt; exit $$status
+
+CHAOS_PORT ?= 8100
+
+chaos: install-dev ## SIGKILL each kind of replica and the Serve controller under load, then update under load; report in reports/chaos/
+	RAYDIO_CHAOS_PORT=$(CHAOS_PORT) $(PY) -m loadtests.chaos --out reports/chaos
 
 lint: install-dev ## Ruff
 	$(PY) -m ruff check services tests scripts bench loadtests

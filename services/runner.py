@@ -213,7 +213,8 @@ def shutdown() -> None:
 
     ours = [p for p in psutil.Process().children(recursive=True) if _is_ray_process(p)]
     try:
-        serve.shutdown()
+        if ray.is_initialized():  # else serve.shutdown() would start a new Ray node only to find nothing in it
+            serve.shutdown()
     finally:
         ray.shutdown()
         _, alive = psutil.wait_procs(ours, timeout=10)

@@ -102,6 +102,19 @@ class _ObservedCall:
         ingress_metrics().observe_model_call(self.name, self.method, outcome, time.perf_counter() - self.started)
 
 
+# How long a call waits for a replica to take it once a replica of that model was seen to die, until a call succeeds
+# again. Serve queues a request for a deployment with no live replica until a replacement starts (tens of seconds,
+# a model load); clients are better served by a quick 503 and Retry-After.
+WAIT_FOR_REPLICA_AFTER_LOSS_S = 2.0
+REPLICA_LOST = "replica_lost"
+
+
+def _is_replica_loss(exc: BaseException) -> bool:
+    from ray import exceptions as ray_exc
+
+    return isinstance(exc, (ray_exc.RayActorError, ray_exc.ActorUnavailableError))
+
+
 class ModelClient:
     """Calls the model deployments. ``handles`` maps catalogue names to ``DeploymentHandle``s."""
 
@@ -112,6 +125,46 @@ class ModelClient:
         self.services = services or {}  # other deployments that readiness covers (the job runner)
         self.remotes = remotes or {}  # remote Gradio backends: listed, but their outages do not make us unready
         self.timeout_s = timeout_s
+        self._lost: dict[str, asyncio.Event] = {}  # set while a lost replica of the model has not been replaced
+
+    def _loss(self, name: str) -> asyncio.Event:
+        return self._lost.setdefault(name, asyncio.Event())
+
+    def _observe(self, name: str, exc: BaseException | None) -> None:
+        if exc is None:
+            self._loss(name).clear()
+        elif _is_replica_loss(exc):
+            self._loss(name).set()
+
+    async def _assigned(self, name: str, response) -> None:
+        """Wait until a replica takes the call. While a replica of the model is known lost (and the calls to it
+        queue for its replacement), wait only briefly, then refuse with ModelUnavailable instead of queueing."""
+        fetch = getattr(response, "_fetch_future_result_async", None)  # Serve's wait for assignment
+        if fetch is None:
+            return  # not a Serve handle (tests' local handles)
+        assign = asyncio.ensure_future(fetch())
+        loss = self._loss(name)
+        try:
+            if not loss.is_set():
+                lost = asyncio.ensure_future(loss.wait())
+                try:
+                    await asyncio.wait({assign, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    lost.cancel()
+            if not assign.done():  # lost meanwhile, or before: a short wait, in case the replacement is up already
+                await asyncio.wait({assign}, timeout=WAIT_FOR_REPLICA_AFTER_LOSS_S)
+        except asyncio.CancelledError:
+            assign.cancel()
+            raise
+        if not assign.done():
+            assign.cancel()
+            raise ModelUnavailable(f"The {name} model has no live replica (one was lost and is being replaced). "
+                                   "Retry shortly.", retry_after_s=2)
+        assign.result()  # raises what assignment raised (back-pressure)
+
+    async def _result(self, name: str, response):
+        await self._assigned(name, response)
+        return await response
 
     @property
     def names(self) -> list[str]:
@@ -126,14 +179,20 @@ class ModelClient:
     async def _call(self, name: str, method: str, *args, timeout_s: float | None = None):
         handle = self._handle(name)
         call = _ObservedCall(name, method)
+        response = getattr(handle, method).remote(*args, trace_carrier=call.carrier)
         try:
-            result = await asyncio.wait_for(getattr(handle, method).remote(*args, trace_carrier=call.carrier),
-                                            timeout_s or self.timeout_s)
+            result = await asyncio.wait_for(self._result(name, response), timeout_s or self.timeout_s)
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
+            self._observe(name, exc)
+            if isinstance(exc, (asyncio.CancelledError, TimeoutError, ModelUnavailable)):
+                # Nobody will read the answer (the client went away, or we stopped waiting): stop the replica's work.
+                # Serve does not cancel a handle call when its caller is cancelled, outside direct ingress.
+                response.cancel()
             translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
+        self._observe(name, None)
         call.finish()
         return result
 
@@ -177,6 +236,7 @@ class ModelClient:
         stream = handle.options(stream=True).generate.remote(messages, params, trace_carrier=call.carrier)
         iterator = stream.__aiter__()
         try:
+            await asyncio.wait_for(self._assigned(model, stream), self.timeout_s)
             while True:
                 try:
                     chunk = await asyncio.wait_for(iterator.__anext__(), self.timeout_s)
@@ -184,12 +244,16 @@ class ModelClient:
                     break
                 yield chunk
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
+            self._observe(model, exc)
             if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
                 call.finish(exc)
                 stream.cancel()
                 raise
+            if isinstance(exc, (TimeoutError, ModelUnavailable)):
+                stream.cancel()  # we stop reading: the replica stops generating
             translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
+        self._observe(model, None)
         call.finish()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class ChatDeployment(CatalogueDeployment):
                                max_batch_size=generation.max_batch_size,
                                max_batch_tokens=generation.max_batch_tokens).load()
         self.metrics = chat_metrics()
+        # Generations under way, and how the ended ones ended ("cancelled": the caller went away or failed first).
+        self.active = 0
+        self.ended: Counter[str] = Counter()
         start_gpu_sampler(self.MODEL, self.model.device)
 
     @tracing.entrypoint
@@ -92,6 +96,7 @@ class ChatDeployment(CatalogueDeployment):
         finish_reason, completion_tokens, chunks = "cancelled", 0, 0
         # Not made current: a generator's context belongs to its consumer between items.
         span = tracing.tracer().start_span(f"{self.MODEL}.forward", attributes={"raydio.prompt_tokens": len(prompt_ids)})
+        self.active += 1
         try:
             # aclosing: a client that goes away closes this generator, and with it the engine's stream, which
             # frees the batch slot before the next decode step.
@@ -110,6 +115,8 @@ class ChatDeployment(CatalogueDeployment):
                         finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
                     yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
         finally:
+            self.active -= 1
+            self.ended[finish_reason] += 1
             span.set_attribute("raydio.completion_tokens", completion_tokens or chunks)
             span.set_attribute("raydio.finish_reason", finish_reason)
             span.end()
@@ -119,7 +126,8 @@ class ChatDeployment(CatalogueDeployment):
     @tracing.entrypoint
     def info(self) -> dict:
         return self._info(context_length=self.model.context_length, engine=self.model.engine.stats(),
-                          torch_threads=torch.get_num_threads())
+                          torch_threads=torch.get_num_threads(),
+                          generations={"active": self.active, "ended": dict(self.ended)})
 
     def check_health(self) -> None:
         if self.model.engine is not None and (error := self.model.engine.fatal_error) is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from opentelemetry import context as otel_context
 from ray import serve
 
-from services.config import SentenceEmbeddingModelArgs
+from services.config import BatchingArgs, SentenceEmbeddingModelArgs
 from services.deployments import BatchedDeployment, split_like
 from services.errors import InputTooLarge
 from services.models import sources
@@ -31,7 +31,13 @@ class EmbedderDeployment(BatchedDeployment):
         path = sources.resolve(self.spec.source, Path(cache_dir))
         self.model = EmbedderModel(path, device, normalize=self.spec.normalize).load()
         self.batch_sizes: Counter[int] = Counter()
+        self.piece_size = 32  # texts of one request per trip through the batcher (max_batch_size, reconfigured)
+        self.inputs_embedded = 0  # texts through the model: work done, whether or not a caller was still waiting
         start_gpu_sampler(self.MODEL, self.model.device)
+
+    def reconfigure(self, user_config: dict) -> None:
+        super().reconfigure(user_config)
+        self.piece_size = BatchingArgs.model_validate(user_config).max_batch_size
 
     @tracing.entrypoint
     async def embed(self, texts: list[str]) -> dict:
@@ -45,7 +51,12 @@ class EmbedderDeployment(BatchedDeployment):
         for i, count in enumerate(tokens):
             if count > limit:
                 raise InputTooLarge(f"Input {i} has {count} tokens. The embedder accepts at most {limit}.", "input")
-        vectors = await self._embed_batch(texts, otel_context.get_current())
+        # A long request goes through the batcher in pieces, one after another: other requests share the forward
+        # passes in between, and a cancelled request (its client went away) stops after the piece under way.
+        vectors = []
+        for start in range(0, len(texts), self.piece_size):
+            piece = texts[start:start + self.piece_size]
+            vectors += await self._embed_batch(piece, otel_context.get_current())
         return {"vectors": vectors, "tokens": tokens}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
@@ -56,10 +67,12 @@ class EmbedderDeployment(BatchedDeployment):
                 tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(flat)}):
             started = time.perf_counter()
             vectors = await asyncio.to_thread(self.model.embed, flat)
+            self.inputs_embedded += len(flat)
             model_metrics().observe_forward(self.MODEL, len(flat), time.perf_counter() - started)
         return split_like(requests, vectors.tolist())
 
     @tracing.entrypoint
     def info(self) -> dict:
         return self._info(dimensions=self.model.dimensions, batch_sizes=dict(self.batch_sizes),
-                          max_input_tokens=min(self.limits.max_embedding_tokens, self.model.max_seq_length))
+                          max_input_tokens=min(self.limits.max_embedding_tokens, self.model.max_seq_length),
+                          inputs_embedded=self.inputs_embedded)

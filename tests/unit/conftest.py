@@ -32,6 +32,20 @@ class _Stream:
         self.cancelled = True
 
 
+class _Response:
+    """An awaitable with ``cancel()``, as a ``DeploymentResponse`` is."""
+
+    def __init__(self, awaitable):
+        self._awaitable = awaitable
+        self.cancelled = False
+
+    def __await__(self):
+        return self._awaitable.__await__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
 class _Method:
     def __init__(self, target, name: str, stream: bool):
         self.target, self.name, self.stream = target, name, stream
@@ -41,12 +55,12 @@ class _Method:
         if self.stream:
             return _Stream(result)
         if inspect.isawaitable(result):
-            return result
+            return _Response(result)
 
         async def done():
             return result
 
-        return done()
+        return _Response(done())
 
 
 class LocalHandle:

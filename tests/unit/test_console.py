@@ -174,3 +174,15 @@ def test_ctrl_c_while_waiting_for_the_replicas_stops_the_wait():
     stop.set()  # what the SIGINT handler of `run` does
     with pytest.raises(InterruptedError):
         wait_ready("http://127.0.0.1:9", timeout_s=60, stop=stop)
+
+
+def test_shutting_down_after_a_failed_start_starts_no_ray_node():
+    """A start that failed (Ray's node timed out, say) ends in shutdown(); serve.shutdown() would connect, that is
+    start a fresh Ray node, only to find nothing to stop."""
+    import ray
+
+    from services import runner
+
+    assert not ray.is_initialized()
+    runner.shutdown()
+    assert not ray.is_initialized()
