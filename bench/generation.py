@@ -117,10 +117,17 @@ def run(streams: int = 8, tokens: int = 64, repeats: int = 2, device: str = "cpu
 
 
 def table(rows: list[Row]) -> str:
-    one = next((r for r in rows if r.name.startswith("engine") and r.streams == 1), None)
-    lines = ["| what | streams | tokens | total tokens/s | TTFT p50 s | TTFT p95 s | ÷ engine, 1 stream |",
+    """Each row against the 1-stream row of its own kind ("engine", "HTTP ..."); the naive loop against the
+    engine's 1 stream."""
+    def baseline(row: Row) -> Row | None:
+        kind = row.name.split(",")[0]
+        same = [r for r in rows if r.streams == 1 and r.name.split(",")[0] == kind and r is not row]
+        return next(iter(same), None) or next((r for r in rows if r.name == "engine, 1 stream"), None)
+
+    lines = ["| what | streams | tokens | total tokens/s | TTFT p50 s | TTFT p95 s | ÷ 1 stream of its kind |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
+        one = baseline(r) if r.streams > 1 or r.name.startswith("naive") else None
         ratio = f"{r.tokens_per_s / one.tokens_per_s:.2f}" if one and one.tokens_per_s else "—"
         lines.append(f"| {r.name} | {r.streams} | {r.tokens} | {r.tokens_per_s:.1f} | {r.ttft(50):.2f} | "
                      f"{r.ttft(95):.2f} | {ratio} |")

@@ -18,7 +18,8 @@ class Measurements:
     step: dict | None = None  # the 4x step on the autoscaled embedder
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> process -> % of one core
     profiles: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # process -> (share, frame)
-    generation: str = ""  # the in-process text-generation table (bench/generation.py)
+    generation: list = field(default_factory=list)  # bench.generation.Row: in process, then over HTTP (bench/chat.py)
+    chat_users: dict | None = None  # gradio_client users of /ui/chat/: one alone, then several at once
 
     @property
     def best_limit(self) -> tuple[tuple[int, int], float]:

@@ -59,6 +59,21 @@ def test_ratios_come_from_the_measurements():
     assert m.embed["raydio, x"].unexpected_failures == 1  # the 503 without Retry-After
 
 
+def test_generation_rows_are_compared_with_one_stream_of_their_own_kind():
+    from bench import chat, generation
+
+    def row(name: str, streams: int, tokens: int) -> generation.Row:
+        return generation.Row(name, streams, tokens=tokens, seconds=10.0, ttft_s=[0.5] * streams)
+
+    rows = [row("naive loop, 1 stream", 1, 50), row("engine, 1 stream", 1, 100), row("engine, 8 streams", 8, 400),
+            row("HTTP /v1/chat/completions, 1 stream", 1, 80), row("HTTP /v1/chat/completions, 8 streams", 8, 240)]
+    ratios = {line.split(" | ")[0][2:]: line.split(" | ")[-1].rstrip(" |") for line in generation.table(rows).splitlines()[2:]}
+    assert ratios == {"naive loop, 1 stream": "0.50", "engine, 1 stream": "—", "engine, 8 streams": "4.00",
+                      "HTTP /v1/chat/completions, 1 stream": "—", "HTTP /v1/chat/completions, 8 streams": "3.00"}
+    users = chat.users_table({"users": 4, "alone_s": 10.0, "each_s": [11.0, 12.0, 14.0, 15.0], "last_s": 15.5})
+    assert users.splitlines()[-1] == "| 4 | 10.0 | 11.0 12.0 14.0 15.0 | 15.5 | 1.55 |"
+
+
 def test_serve_defaults_config_is_valid_and_differs_only_in_queues_and_port(tmp_path):
     base = REPO_ROOT / "configs" / "serve" / "local.yaml"
     tuned, defaults = targets.serve_config(base, 8301, False), targets.serve_config(base, 8300, True)
