@@ -7,8 +7,9 @@ no model and no loop, so the same object serves the single-stream loop here (:fu
 batched engine (one constraint per row; :func:`fill_bitmasks` fills all rows in parallel threads, then
 :func:`apply_bitmask` masks the ``[batch, vocab]`` logits in one call).
 
-Whitespace between JSON tokens is allowed but bounded (see COMPILE_OPTIONS). A grammar only guarantees a valid *prefix*: if ``max_tokens`` runs out first, the text
-is cut (finish_reason "length") and will not parse, as with every guided-decoding server.
+Whitespace between JSON tokens is allowed but bounded (see COMPILE_OPTIONS). A grammar only guarantees a valid
+*prefix*: if ``max_tokens`` runs out first, the text is cut (finish_reason "length") and will not parse, as with
+every guided-decoding server.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import jsonschema
 import llguidance
 import llguidance.hf
+import numpy as np
 import torch
 
 # "Any JSON object": response_format {"type": "json_object"}.
@@ -31,8 +33,9 @@ JSON_OBJECT_SCHEMA: dict = {"type": "object"}
 
 # Whitespace between JSON tokens: one space, or one newline and an indent. Forced compact JSON pushes a 135M model
 # off its habits (after "{" it wants a newline; made to write '"' it picked '",' and wrote its answer inside a
-# key); free whitespace lets it put "\n\n" between every token of a tool call until max_tokens. oneOf is compiled as anyOf (llguidance refuses it otherwise):
-# pydantic's discriminated unions are oneOf over branches told apart by a const, where the two mean the same.
+# key); free whitespace lets it put "\n\n" between every token of a tool call until max_tokens. oneOf is compiled
+# as anyOf (llguidance refuses it otherwise): pydantic's discriminated unions are oneOf over branches told apart
+# by a const, where the two mean the same.
 COMPILE_OPTIONS: dict = {"whitespace_flexible": True, "whitespace_pattern": r"(\x20|\x0A\x20{0,16})?",
                          "coerce_one_of": True}
 
@@ -52,25 +55,26 @@ def allocate_bitmask(batch_size: int, vocab_size: int) -> torch.Tensor:
     return torch.full((batch_size, _words(vocab_size)), -1, dtype=torch.int32)
 
 
-_BIT = torch.arange(32, dtype=torch.int32)
-
-
 def bitmask_to_bool(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Unpack an int32 bitmask (``[words]`` or ``[batch, words]``) to bool over the vocabulary."""
-    bit = _BIT.to(bitmask.device)
-    bits = (bitmask.unsqueeze(-1) >> bit) & 1  # [..., words, 32], bit k of word w is token 32*w + k
-    return bits.flatten(-2)[..., :vocab_size].bool()
+    """Unpack an int32 bitmask (``[words]`` or ``[batch, words]``) to a bool CPU tensor over the vocabulary."""
+    # Bit k of word w is token 32*w + k: little-endian bytes, little-endian bits.
+    bits = np.unpackbits(bitmask.cpu().numpy().view(np.uint8), axis=-1, bitorder="little")
+    return torch.from_numpy(bits[..., :vocab_size].astype(bool))
 
 
 def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
     """Set disallowed tokens' logits to -inf, in place. ``logits`` ``[vocab]`` or ``[batch, vocab]`` on any device,
-    ``bitmask`` the matching int32 ``[words]`` / ``[batch, words]`` (moved to the logits' device here).
+    ``bitmask`` the matching int32 ``[words]`` / ``[batch, words]`` from the CPU.
 
-    Plain tensor ops rather than llguidance.torch's kernel: that one is ``torch.compile``d (seconds on first use,
-    a C++ toolchain at run time) and we mask before sampling, where a few hundred microseconds do not show.
+    Not llguidance.torch's kernel: that one is ``torch.compile``d (seconds on first use, a C++ toolchain at run
+    time). On the CPU numpy does it in one thread: torch's two-thread elementwise ops took ~100 ms a step on the
+    shared, oversubscribed 2-core machine, numpy ~1 ms.
     """
-    allowed = bitmask_to_bool(bitmask.to(logits.device, non_blocking=True), logits.shape[-1])
-    logits.masked_fill_(~allowed, float("-inf"))
+    allowed = bitmask_to_bool(bitmask, logits.shape[-1])
+    if logits.is_cpu and logits.dtype in (torch.float32, torch.float64, torch.float16):
+        np.putmask(logits.numpy(), ~allowed.numpy(), -np.inf)
+    else:
+        logits.masked_fill_(~allowed.to(logits.device, non_blocking=True), float("-inf"))
 
 
 class Constraint:
