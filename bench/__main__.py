@@ -142,7 +142,9 @@ def _create_key(work_dir: Path) -> tuple[str, dict[str, str]]:
 
 
 async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements:
+    from services.config import default_catalogue
     from services.models.embedder import EmbedderModel
+    from services.models.sources import resolve
 
     m = report.Measurements()
     d, c = args.duration, args.concurrency
@@ -150,7 +152,7 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
     print(f"bench: work files in {work_dir}", flush=True)
 
     print("bench: 1/4 in-process limit", flush=True)
-    model = EmbedderModel(os.environ.get("RAYDIO_DEVICE", "auto")).load()
+    model = EmbedderModel(resolve(default_catalogue()[0].source, None), os.environ.get("RAYDIO_DEVICE", "auto")).load()
     m.limit = targets.measure_limit(model, args.batch_sizes, min(d, 5.0))
     del model
 
@@ -176,7 +178,8 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
             last = name == variants()[-1][0]
             if last:
                 print("bench: 4/4 step to 4x the autoscaling target", flush=True)
-                embedder = config["applications"][0]["args"]["embedder"]["autoscaling"]
+                embedder = next(m for m in config["applications"][0]["args"]["models"]
+                                if m["name"] == "embedder")["deployment"]["autoscaling"]
                 m.step = await step_test(url, root, headers, embedder["target_ongoing_requests"], d)
                 m.step["config"] = embedder
                 await asyncio.sleep(2)
@@ -211,6 +214,11 @@ def render(m: report.Measurements, args: argparse.Namespace, command: str, start
         "model call; the auth middleware lets it through without a key) against the very same handler on plain "
         "uvicorn.\n\n" + report.noop_table(m, PLAIN),
     ]
+    if m.generation:
+        sections.append("## Text generation in process: 1 stream against 8 (continuous batching)\n\nSmolLM2-135M, "
+                        "64 tokens per stream (EOS ignored), greedy, torch threads as the chat replica gets them; the old "
+                        "one-stream loop for reference. The targets: 8 streams ≥ 4x one stream's tokens/s, TTFT p95 ≤ "
+                        "1.5 s. docs/generation.md explains the engine and its sizing.\n\n" + m.generation)
     if m.step:
         sections.append("## Step to 4x the autoscaling target\n\nEmbedder autoscaling: "
                         f"`{m.step['config']}`.\n\n{report.step_table(m)}")
@@ -236,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=32, help="gradio.Server's max_batch_size")
     parser.add_argument("--only-local", action="store_true", help="limit and peers only, no Ray (the harness smoke test)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the py-spy profiles")
+    parser.add_argument("--no-generation", dest="generation", action="store_false",
+                        help="skip the in-process text-generation comparison (1 vs 8 streams)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
@@ -243,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     charts_dir = args.out.with_suffix("")
     charts_dir.mkdir(parents=True, exist_ok=True)
     m = asyncio.run(run(args, charts_dir))
+    if args.generation:
+        from bench import generation
+
+        m.generation = generation.table(generation.run(streams=8, tokens=64, repeats=2))
     command = "make bench" if argv is None and len(sys.argv) == 1 else "python -m bench " + shlex.join(argv or sys.argv[1:])
     text = render(m, args, command, started, (load_before, os.getloadavg()[0]))
     args.out.write_text(text)

@@ -34,7 +34,7 @@ def naive_app(model) -> FastAPI:
     @app.post("/v1/embeddings")
     def embed(body: EmbeddingBody) -> dict:
         texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors = model.embed(texts).vectors.tolist()
+        vectors = model.embed(texts).tolist()
         return {"object": "list", "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)]}
 
     return app
@@ -51,7 +51,7 @@ def gradio_server(model, max_batch_size: int = 32, concurrency_limit: int = 1):
 
     @server.api(name="embed", batch=True, max_batch_size=max_batch_size, concurrency_limit=concurrency_limit)
     def embed(texts: list[str]) -> tuple[list[list[float]]]:
-        return (model.embed(texts).vectors.tolist(),)
+        return (model.embed(texts).tolist(),)
 
     return server
 
@@ -75,9 +75,11 @@ def main() -> None:
     if args.kind == "noop":
         uvicorn.run(noop_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
         return
+    from services.config import default_catalogue
     from services.models.embedder import EmbedderModel
+    from services.models.sources import resolve
 
-    model = EmbedderModel(os.environ.get("RAYDIO_DEVICE", "auto")).load()
+    model = EmbedderModel(resolve(default_catalogue()[0].source, None), os.environ.get("RAYDIO_DEVICE", "auto")).load()
     if args.kind == "naive":
         uvicorn.run(naive_app(model), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     else:

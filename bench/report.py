@@ -18,6 +18,7 @@ class Measurements:
     step: dict | None = None  # the 4x step on the autoscaled embedder
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> process -> % of one core
     profiles: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # process -> (share, frame)
+    generation: str = ""  # the in-process text-generation table (bench/generation.py)
 
     @property
     def best_limit(self) -> tuple[tuple[int, int], float]:

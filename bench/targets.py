@@ -100,10 +100,12 @@ def serve_config(base: Path, port: int, serve_defaults: bool) -> dict:
     config["http_options"]["port"] = port
     if serve_defaults:
         for app in config["applications"]:
-            for deployment in app["args"].values():
-                if isinstance(deployment, dict) and "num_cpus" in deployment:
-                    deployment["max_ongoing_requests"] = 5
-                    deployment["max_queued_requests"] = -1
+            args = app["args"]
+            deployments = [args[key] for key in ("ingress", "jobs") if key in args]
+            deployments += [model.setdefault("deployment", {}) for model in args.get("models", [])]
+            for deployment in deployments:
+                deployment["max_ongoing_requests"] = 5
+                deployment["max_queued_requests"] = -1
     return config
 
 

@@ -2,7 +2,7 @@
 
     make bench-telemetry        # or: python scripts/bench_telemetry.py --requests 3000
 
-The real ingress app (middleware, routes, ModelBackends) calls an instant stand-in model through a handle
+The real ingress app (middleware, routes, ModelClient) calls an instant stand-in model through a handle
 that runs in-process, so the time left is the web stack plus telemetry: request id, trace context, the
 HTTP metrics and access log, the handle span and carrier, the replica's server, batch and forward spans.
 Each mode runs in its own process (a tracer provider can be installed once per process):
@@ -65,9 +65,9 @@ class _Handle:
 def run_mode(mode: str, requests: int) -> dict:
     import httpx
 
-    from services.config import IngressArgs
+    from services.config import IngressArgs, SentenceEmbeddingModelArgs, get_settings
+    from services.core.services import build_core
     from services.ingress.app import build_ingress_app
-    from services.ingress.backends import ModelBackends
 
     if mode == "on":
         from opentelemetry import trace
@@ -84,7 +84,9 @@ def run_mode(mode: str, requests: int) -> dict:
         tracing._enabled = True  # what setup_tracing() does after installing its OTLP exporter
 
     logging.getLogger("services").setLevel(logging.WARNING)  # the access log would time the terminal
-    app = build_ingress_app(ModelBackends({"embedder": _Handle(InstantEmbedder())}), IngressArgs(mount_ui=False))
+    catalogue = [SentenceEmbeddingModelArgs(name="embedder", kind="sentence-embedding", source="instant")]
+    core = build_core(catalogue, {"embedder": _Handle(InstantEmbedder())}, get_settings().database_url)
+    app = build_ingress_app(core, IngressArgs(mount_ui=False))
 
     async def drive() -> list[float]:
         transport = httpx.ASGITransport(app=app)

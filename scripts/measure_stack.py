@@ -18,7 +18,7 @@ import httpx
 import psutil
 
 from services import runner
-from services.config import get_settings
+from services.config import get_settings, load_serve_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve" / "local.yaml"
 
@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     started = time.monotonic()
-    runner.prepare_models(settings)
+    runner.prepare_models(settings, load_serve_config(CONFIG))
     runner.start_ray(settings)
     try:
         config = runner.deploy(CONFIG)

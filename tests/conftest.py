@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# requires_<tool> markers: skip (or, with CI=true, fail) the tests whose system tool is missing.
+pytest_plugins = ("tests.support.tools",)
+
 
 @pytest.fixture(scope="session")
 def settings():

@@ -1,36 +1,70 @@
-"""Chat deployment: one token stream per request.
+"""``text-generation`` deployment: one token stream per request, batched across requests by the model's engine.
 
-Autoregressive decoding gains little from ``@serve.batch`` on a CPU and complicates streaming,
-so generations interleave token by token instead (bounded by ``max_ongoing_requests``).
+``@serve.batch`` would fix a batch when it starts; the engine (``services/models/generation.py``) batches
+continuously instead: concurrent generations share decode steps, join between steps and leave when done.
+Size the replica for it (docs/generation.md): ``max_ongoing_requests`` at least ``max_batch_size`` so the
+streams reach the engine together, and torch threads no more than the cores the replica really gets.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import ray
+import torch
 from ray import serve
 
-from services.config import LimitsArgs
+from services.config import TextGenerationModelArgs
+from services.deployments import CatalogueDeployment
 from services.errors import InputTooLarge, InvalidInput
+from services.models import sources
 from services.models.chat import ChatModel, GenerationParams
-from services.telemetry import setup_process, tracing
+from services.telemetry import tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import chat_metrics
 
-_DONE = object()
+logger = logging.getLogger(__name__)
 
 
-@serve.deployment(name="chat")
-class ChatDeployment:
-    MODEL = "chat"
+def replica_torch_threads(requested: int | None = None) -> int:
+    """Torch threads for this replica: ``requested``, else the CPUs Ray reserved for it (rounded down, at least 1).
 
-    def __init__(self, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
-        setup_process(self.MODEL)
-        self.limits = LimitsArgs.model_validate(limits or {})
-        self.model = ChatModel(Path(cache_dir), device).load()
+    Ray sets OMP_NUM_THREADS to the same floor(num_cpus) when it is unset, so this only makes it explicit and
+    overridable. More threads than free cores is worse than fewer: OpenMP threads spin at barriers and a
+    descheduled one stalls every step (measured in docs/generation.md).
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"Got torch_threads={requested}. It must be at least 1.")
+        return requested
+    cpus = None
+    if ray.is_initialized():
+        with contextlib.suppress(Exception):  # outside an actor there is nothing assigned
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return max(1, math.floor(cpus)) if cpus else torch.get_num_threads()
+
+
+@serve.deployment
+class ChatDeployment(CatalogueDeployment):
+    ARGS = TextGenerationModelArgs
+
+    def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+        """The entry's ``generation`` sizes the engine: ``max_batch_size`` generations share one decode step (more
+        wait for a free slot), ``max_batch_tokens`` bounds the batch's KV cache, ``torch_threads`` defaults to the
+        replica's ``num_cpus`` rounded down (at least 1)."""
+        self._start(model, limits)
+        generation = self.spec.generation
+        threads = replica_torch_threads(generation.torch_threads)
+        torch.set_num_threads(threads)
+        logger.info("%s replica: %d torch thread(s), max_batch_size %d", self.MODEL, threads, generation.max_batch_size)
+        self.model = ChatModel(sources.resolve(self.spec.source, Path(cache_dir)), Path(cache_dir), device,
+                               max_batch_size=generation.max_batch_size,
+                               max_batch_tokens=generation.max_batch_tokens).load()
         self.metrics = chat_metrics()
         start_gpu_sampler(self.MODEL, self.model.device)
 
@@ -59,20 +93,22 @@ class ChatDeployment:
         # Not made current: a generator's context belongs to its consumer between items.
         span = tracing.tracer().start_span(f"{self.MODEL}.forward", attributes={"raydio.prompt_tokens": len(prompt_ids)})
         try:
-            steps = self.model.generate(prompt_ids, generation)
-            while (delta := await asyncio.to_thread(next, steps, _DONE)) is not _DONE:
-                now = time.perf_counter()
-                if delta.text:
-                    chunks += 1
-                    if last == started:
-                        self.metrics.time_to_first_token.observe(now - started, tags=tags)
-                        span.add_event("first token")
-                    else:
-                        self.metrics.time_between_tokens.observe(now - last, tags=tags)
-                    last = now
-                if delta.finish_reason:
-                    finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
-                yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
+            # aclosing: a client that goes away closes this generator, and with it the engine's stream, which
+            # frees the batch slot before the next decode step.
+            async with contextlib.aclosing(self.model.engine.generate(prompt_ids, generation)) as steps:
+                async for delta in steps:
+                    now = time.perf_counter()
+                    if delta.text:
+                        chunks += 1
+                        if last == started:
+                            self.metrics.time_to_first_token.observe(now - started, tags=tags)
+                            span.add_event("first token")
+                        else:
+                            self.metrics.time_between_tokens.observe(now - last, tags=tags)
+                        last = now
+                    if delta.finish_reason:
+                        finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
+                    yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
         finally:
             span.set_attribute("raydio.completion_tokens", completion_tokens or chunks)
             span.set_attribute("raydio.finish_reason", finish_reason)
@@ -82,13 +118,10 @@ class ChatDeployment:
 
     @tracing.entrypoint
     def info(self) -> dict:
-        return {
-            "name": "chat",
-            "model_id": self.model.model_id,
-            "device": str(self.model.device),
-            "context_length": self.model.context_length,
-        }
+        return self._info(context_length=self.model.context_length, engine=self.model.engine.stats(),
+                          torch_threads=torch.get_num_threads())
 
     def check_health(self) -> None:
-        if not self.model.ready:
-            raise RuntimeError("chat model is not loaded")
+        if self.model.engine is not None and (error := self.model.engine.fatal_error) is not None:
+            raise RuntimeError(f"the generation engine stopped: {error!r}") from error
+        super().check_health()

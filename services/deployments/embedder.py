@@ -1,38 +1,37 @@
-"""Embedder deployment: requests are lists of strings, merged into one forward pass by ``@serve.batch``."""
+"""``sentence-embedding`` deployment: requests are lists of strings, merged into one forward pass by ``@serve.batch``.
+
+Tokens are counted once, here (for the limit and the usage report); the forward pass does not count them again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 
 from opentelemetry import context as otel_context
 from ray import serve
 
-from services.config import BatchingArgs, LimitsArgs
-from services.deployments import split_like
+from services.config import SentenceEmbeddingModelArgs
+from services.deployments import BatchedDeployment, split_like
 from services.errors import InputTooLarge
+from services.models import sources
 from services.models.embedder import EmbedderModel
-from services.telemetry import setup_process, tracing
+from services.telemetry import tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import model_metrics
 
 
-@serve.deployment(name="embedder")
-class EmbedderDeployment:
-    MODEL = "embedder"
+@serve.deployment
+class EmbedderDeployment(BatchedDeployment):
+    ARGS, BATCH_METHOD = SentenceEmbeddingModelArgs, "_embed_batch"
 
-    def __init__(self, device: str = "auto", limits: dict | None = None) -> None:
-        setup_process(self.MODEL)
-        self.limits = LimitsArgs.model_validate(limits or {})
-        self.model = EmbedderModel(device).load()
+    def __init__(self, model: dict, cache_dir: str, device: str = "auto", limits: dict | None = None) -> None:
+        self._start(model, limits)
+        path = sources.resolve(self.spec.source, Path(cache_dir))
+        self.model = EmbedderModel(path, device, normalize=self.spec.normalize).load()
         self.batch_sizes: Counter[int] = Counter()
         start_gpu_sampler(self.MODEL, self.model.device)
-
-    def reconfigure(self, user_config: dict) -> None:
-        batching = BatchingArgs.model_validate(user_config)
-        self._embed_batch.set_max_batch_size(batching.max_batch_size)
-        self._embed_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     @tracing.entrypoint
     async def embed(self, texts: list[str]) -> dict:
@@ -56,21 +55,11 @@ class EmbedderDeployment:
         with tracing.batch_spans(self.MODEL, contexts, len(flat)) as links, \
                 tracing.span(f"{self.MODEL}.forward", links, **{"raydio.batch.requests": len(requests), "raydio.batch.inputs": len(flat)}):
             started = time.perf_counter()
-            result = await asyncio.to_thread(self.model.embed, flat)
+            vectors = await asyncio.to_thread(self.model.embed, flat)
             model_metrics().observe_forward(self.MODEL, len(flat), time.perf_counter() - started)
-        return split_like(requests, result.vectors.tolist())
+        return split_like(requests, vectors.tolist())
 
     @tracing.entrypoint
     def info(self) -> dict:
-        return {
-            "name": "embedder",
-            "model_id": self.model.model_id,
-            "device": str(self.model.device),
-            "dimensions": self.model.dimensions,
-            "max_input_tokens": min(self.limits.max_embedding_tokens, self.model.max_seq_length),
-            "batch_sizes": dict(self.batch_sizes),
-        }
-
-    def check_health(self) -> None:
-        if not self.model.ready:
-            raise RuntimeError("embedder model is not loaded")
+        return self._info(dimensions=self.model.dimensions, batch_sizes=dict(self.batch_sizes),
+                          max_input_tokens=min(self.limits.max_embedding_tokens, self.model.max_seq_length))

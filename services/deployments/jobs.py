@@ -1,6 +1,8 @@
-"""JobRunner: takes durable jobs from the database and runs them through the model deployments.
+"""JobRunner: takes durable jobs from the database and runs them through the core's services, like any face.
 
-Jobs are stored before the client gets its 202. A runner claims one with a lease, works through its
+Model calls go through the typed client (timeouts, error translation, spans, metrics). A model at capacity
+(back-pressure) or a replica restarting is waited for and the chunk retried, a bounded number of times; other
+model errors fail the job with the reason. Jobs are stored before the client gets its 202. A runner claims one with a lease, works through its
 unfinished items in chunks, records each chunk's outputs (once: an item already finished is never
 written again) and renews the lease. If the runner dies, the lease runs out and a runner — a new replica
 or another one — takes the job over from the first unfinished item.
@@ -12,12 +14,13 @@ import asyncio
 import logging
 import secrets
 
-import numpy as np
-from fastapi.concurrency import run_in_threadpool
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from services.config import JobsArgs, get_settings
+from services.config import JobsArgs, LimitsArgs, RaydioAppArgs, get_settings
+from services.core.chat import Sampling
+from services.core.services import build_core
+from services.errors import ModelUnavailable
 from services.storage.db import session_scope
 from services.storage.repositories import JobRepository
 from services.telemetry import setup_process, tracing
@@ -31,12 +34,15 @@ class JobRunnerDeployment:
     MODEL = "jobs"
     REPORT_PERIOD_S = 5.0  # under two of Ray's metric export intervals, or the gauge would be dropped
 
-    def __init__(self, embedder: DeploymentHandle, digits: DeploymentHandle, chat: DeploymentHandle,
-                 args: dict | None = None, database_url: str | None = None) -> None:
+    RETRIES = 8  # back-pressure waits per chunk before the job fails
+
+    def __init__(self, models: dict[str, DeploymentHandle], catalogue: list[dict], args: dict | None = None,
+                 limits: dict | None = None, database_url: str | None = None) -> None:
         setup_process(self.MODEL)
         self.args = JobsArgs.model_validate(args or {})
-        self.handles = {"embedder": embedder, "digits": digits, "chat": chat}
         self.database_url = database_url or get_settings().database_url
+        entries = RaydioAppArgs.model_validate({"models": catalogue}).models
+        self.core = build_core(entries, models, self.database_url, LimitsArgs.model_validate(limits or {}), self.args)
         self.worker = f"{_replica_name()}-{secrets.token_hex(3)}"
         self.processed_items = 0
         self._loop = asyncio.get_running_loop().create_task(self._run())
@@ -47,7 +53,7 @@ class JobRunnerDeployment:
         metrics = job_metrics()
         while True:
             try:
-                counts = await run_in_threadpool(self._counts)
+                counts = await asyncio.to_thread(self._counts)
                 for state in JOB_STATES:
                     metrics.jobs.set(counts.get(state, 0), tags={"state": state})
             except Exception:  # noqa: BLE001 - a database hiccup must not end the reports
@@ -61,7 +67,7 @@ class JobRunnerDeployment:
     async def _run(self) -> None:
         while True:
             try:
-                job = await run_in_threadpool(self._claim)
+                job = await asyncio.to_thread(self._claim)
                 if job is None:
                     await asyncio.sleep(self.args.poll_interval_s)
                     continue
@@ -95,35 +101,47 @@ class JobRunnerDeployment:
 
     async def _work(self, job_id: str, kind: str, params: dict) -> None:
         logger.info("job runner %s: working on job %s (%s)", self.worker, job_id, kind)
-        while items := await run_in_threadpool(self._pending, job_id):
+        while items := await asyncio.to_thread(self._pending, job_id):
             try:
-                outputs = await self._compute(kind, [value for _, value in items], params)
+                outputs = await self._compute_with_retries(kind, [value for _, value in items], params)
             except Exception as exc:  # noqa: BLE001 - a model error fails the job, with the reason
-                await run_in_threadpool(self._fail, job_id, f"{type(exc).__name__}: {exc}")
+                await asyncio.to_thread(self._fail, job_id, f"{type(exc).__name__}: {exc}")
                 return
-            if not await run_in_threadpool(self._record, job_id, dict(zip([i for i, _ in items], outputs, strict=True))):
+            if not await asyncio.to_thread(self._record, job_id, dict(zip([i for i, _ in items], outputs, strict=True))):
                 logger.info("job runner %s: job %s was cancelled or taken over; stopping", self.worker, job_id)
                 return
             self.processed_items += len(items)
             job_metrics().items.inc(len(items), tags={"kind": kind})
 
-    async def _compute(self, kind: str, inputs: list, params: dict) -> list:
-        if kind == "embed":
-            return (await self.handles["embedder"].embed.remote(inputs))["vectors"]
-        if kind == "classify":
-            probabilities = await self.handles["digits"].classify.remote(np.asarray(inputs, dtype=np.float32))
-            return [{"label": int(np.argmax(p)), "probabilities": p} for p in probabilities]
-        return list(await asyncio.gather(*(self._complete(prompt, params) for prompt in inputs)))
+    async def _compute_with_retries(self, kind: str, inputs: list, params: dict) -> list:
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return await self._compute(kind, inputs, params)
+            except ModelUnavailable as exc:  # at capacity or restarting: wait as told, keep the lease, retry
+                if attempt == self.RETRIES:
+                    raise
+                logger.info("job runner %s: %s; retrying in %ss", self.worker, exc.message, exc.retry_after_s)
+                await asyncio.sleep(exc.retry_after_s * (attempt + 1))
+        raise AssertionError("unreachable")
 
-    async def _complete(self, prompt: str, params: dict) -> dict:
-        stream = self.handles["chat"].options(stream=True).generate.remote([{"role": "user", "content": prompt}], params)
-        text, finish_reason, tokens = [], None, 0
-        async for chunk in stream:
-            if "text" in chunk:
-                text.append(chunk["text"])
-                finish_reason = chunk["finish_reason"] or finish_reason
-                tokens = chunk["completion_tokens"] or tokens
-        return {"text": "".join(text), "finish_reason": finish_reason, "completion_tokens": tokens}
+    async def _compute(self, kind: str, inputs: list, params: dict) -> list:
+        model = params.get("model")  # jobs stored before the catalogue named models run on the kind's default
+        if kind == "embed":
+            return (await self.core.models.embed(model, inputs)).vectors
+        if kind == "classify":
+            return [{"label": c.label, "probabilities": c.probabilities} for c in await self.core.models.classify(model, inputs)]
+        entry = self.core.catalogue.require(model, "text-generation")
+        # Never more prompts in flight than the chat deployment takes at once: the rest would only be refused.
+        gate = asyncio.Semaphore(entry.deployment.max_ongoing_requests)
+        sampling = Sampling(max_tokens=params.get("max_tokens"), temperature=params.get("temperature"),
+                            top_p=params.get("top_p", 1.0), stop=tuple(params.get("stop") or ()), seed=params.get("seed"))
+
+        async def complete(prompt: str) -> dict:
+            async with gate:
+                answer = await self.core.chat.complete(None, [{"role": "user", "content": prompt}], entry.name, sampling)
+            return {"text": answer.text, "finish_reason": answer.finish_reason, "completion_tokens": answer.completion_tokens}
+
+        return list(await asyncio.gather(*(complete(prompt) for prompt in inputs)))
 
     @tracing.entrypoint
     def info(self) -> dict:

@@ -6,27 +6,34 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.config import IngressArgs, JobsArgs, Settings, get_settings
+from services.config import IngressArgs, Settings, get_settings
+from services.core.services import Core
 from services.ingress.auth import Authenticator, AuthMiddleware
-from services.ingress.backends import ModelBackends
 from services.ingress.errors import error_body_for
-from services.ingress.jobs import JobStore
 from services.ingress.observability import RequestTelemetry
-from services.ingress.routes import agents, auth, digits, frontend, health, index, jobs, openai, remote, sessions, v2
-from services.ingress.sessions import SessionStore
+from services.ingress.openapi import document_app_wide_responses
+from services.ingress.routes import agents, auth, frontend, health, index, jobs, openai, remote, sessions, tensors, v2
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = """PyTorch models on Ray Serve: OpenAI-compatible embeddings and chat (`/v1`), a digit classifier,
-the Open Inference Protocol (KServe V2, `/v2`) for the tensor models, an MCP endpoint (`/mcp/`) and Gradio UIs
-under `/ui/<name>/`. Errors are `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape), except under
+DESCRIPTION = """PyTorch models on Ray Serve, declared in a model catalogue: OpenAI-compatible embeddings and chat
+(`/v1`), tensor models over KServe V1 (`/v1/models/{name}:predict`) and the Open Inference Protocol (KServe V2,
+`/v2`), classifiers at `/v1/{name}/classify`, an MCP endpoint (`/mcp/`) and Gradio UIs under `/ui/<name>/`.
+Errors are `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape), except under
 `/v2`, where they are the protocol's `{"error": "..."}`."""
 
 
+# Request header limits (431 beyond): nginx's default buffers hold 4 x 8 KiB; some servers (uvicorn with httptools)
+# set none, so the ingress does, the same behind every server.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 128
+
+
 class BodySizeLimit:
-    """Reject bodies over ``max_bytes`` with 413, by header or by counting a streamed body."""
+    """Reject bodies over ``max_bytes`` with 413, by header or by counting a streamed body; oversized headers with 431."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -34,7 +41,13 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = scope["headers"]
+        header_bytes = sum(len(name) + len(value) + 4 for name, value in headers)
+        if len(headers) > MAX_HEADERS or header_bytes > MAX_HEADER_BYTES:
+            return await self._reject(scope, send, 431, f"Request headers are too large ({len(headers)} headers, "
+                                      f"{header_bytes} bytes); at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes.",
+                                      "headers_too_large")
+        length = dict(headers).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._reject(scope, send)
         received = 0
@@ -46,7 +59,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message):
@@ -60,18 +73,23 @@ class BodySizeLimit:
             if not started:
                 await self._reject(scope, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, status: int = 413, message: str | None = None,
+                      code: str = "payload_too_large") -> None:
         import json
 
-        body = json.dumps(error_body_for(scope, f"Request body exceeds the limit of {self.max_bytes} bytes.",
-                                         "invalid_request_error", "payload_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
+        message = message or f"Request body exceeds the limit of {self.max_bytes} bytes."
+        body = json.dumps(error_body_for(scope, message, "invalid_request_error", code)).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body reader passes it on as a 413 instead of its generic 400 "error parsing
+    the body" (a chunked body, with no Content-Length to refuse early, is only found too large while read)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"Request body exceeds the limit of {max_bytes} bytes.")
 
 
 def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator | None:
@@ -83,8 +101,8 @@ def build_authenticator(args: IngressArgs, settings: Settings) -> Authenticator 
     return Authenticator(settings.database_url, settings.jwt_secret.get_secret_value(), args.auth)
 
 
-def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, settings: Settings | None = None,
-                      jobs_args: JobsArgs | None = None, behind_serve_proxy: bool = False) -> FastAPI:
+def build_ingress_app(core: Core, args: IngressArgs | None = None, settings: Settings | None = None,
+                      behind_serve_proxy: bool = False) -> FastAPI:
     """Build the FastAPI app: REST routers, error handlers, auth, body limit, telemetry and (optionally) the Gradio UIs.
 
     ``behind_serve_proxy``: Serve's proxy assigns and echoes ``X-Request-ID`` itself.
@@ -102,25 +120,22 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
             yield
 
     app = FastAPI(title="raydio", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.state.backends = backends
-    app.state.limits = args.limits
+    app.state.core = core
     app.state.settings = settings
     app.state.authenticator = build_authenticator(args, settings)
-    app.state.sessions = SessionStore(settings.database_url)
-    app.state.jobs = JobStore(settings.database_url)
-    app.state.jobs_args = jobs_args or JobsArgs()
     app.state.uis = {}
     add_exception_handlers(app)
-    for module in (index, health, auth, openai, sessions, agents, jobs, digits, remote, frontend, v2):
+    document_app_wide_responses(app)
+    for module in (index, health, auth, openai, tensors, sessions, agents, jobs, remote, frontend, v2):
         app.include_router(module.router)
     if args.mcp.enabled:
         from services.ingress.mcp_server import build_mcp_app, build_mcp_server
 
-        mcp_server = build_mcp_server(backends, args.limits, app.state.jobs, app.state.jobs_args)
+        mcp_server = build_mcp_server(core)
         # a plain sub-app: app-wide middleware (auth, body limit) covers it
         app.mount("/mcp", build_mcp_app(mcp_server, args.mcp, args.limits.max_body_bytes))
     if args.mount_ui:
-        _mount_uis(app, backends)
+        _mount_uis(app, core)
     app.add_middleware(BodySizeLimit, max_bytes=args.limits.max_body_bytes)
     # Outside everything but telemetry: nothing (REST, Gradio, docs, MCP) is reached without credentials.
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator, default_limit=args.auth.rate_limit_per_minute)
@@ -129,13 +144,11 @@ def build_ingress_app(backends: ModelBackends, args: IngressArgs | None = None, 
     return app
 
 
-def _mount_uis(app: FastAPI, backends: ModelBackends) -> None:
+def _mount_uis(app: FastAPI, core: Core) -> None:
     import gradio as gr
 
-    from services.ingress.ui import UI_BUILDERS
-    from services.ingress.ui.context import UIContext
+    from services.ingress.ui import ui_pages
 
-    ctx = UIContext(backends, app.state.sessions, app.state.jobs)
-    for name, (description, builder) in UI_BUILDERS.items():
-        gr.mount_gradio_app(app, builder(ctx), path=f"/ui/{name}", footer_links=["api"])
-        app.state.uis[name] = description
+    for page in ui_pages(core):
+        gr.mount_gradio_app(app, page.build(), path=f"/ui/{page.name}", footer_links=["api"])
+        app.state.uis[page.name] = page.description

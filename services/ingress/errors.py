@@ -15,6 +15,7 @@ from starlette.types import Scope
 from services.errors import (
     BadGateway,
     Conflict,
+    Forbidden,
     InputTooLarge,
     InvalidInput,
     ModelNotFound,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: list[tuple[type[RaydioError], int, str]] = [
     (ModelNotFound, 404, "invalid_request_error"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
+    (Forbidden, 403, "permission_error"),
     (ModelUnavailable, 503, "service_unavailable"),
     (ModelTimeout, 504, "timeout"),
     (BadGateway, 502, "bad_gateway"),
@@ -81,6 +83,14 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
     return "Invalid request: " + "; ".join(problems), first_param
 
 
+# FastAPI's words when a body cannot be read at all (invalid UTF-8, JSON nested past the parser's recursion limit).
+_CLEARER_DETAIL = {
+    "There was an error parsing the body": "The request body could not be parsed: it is not valid UTF-8 JSON "
+                                           "(or form data), or it nests too deeply.",
+}
+_CODE_BY_STATUS = {413: "payload_too_large", 431: "headers_too_large"}
+
+
 def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(RaydioError)
     async def _domain(request: Request, exc: RaydioError) -> JSONResponse:
@@ -94,7 +104,8 @@ def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(request.scope, exc.status_code, str(exc.detail), type_,
+        detail = _CLEARER_DETAIL.get(str(exc.detail), str(exc.detail))
+        return error_response(request.scope, exc.status_code, detail, type_, _CODE_BY_STATUS.get(exc.status_code),
                               headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -1,14 +1,14 @@
-"""MCP (Model Context Protocol) tools over the same ``ModelBackends`` as the REST routes.
+"""MCP (Model Context Protocol) tools over the same core services as the REST routes.
 
 Served by the official ``mcp`` SDK (2.x, ``MCPServer``) over streamable HTTP, mounted in the ingress at
 ``/mcp`` as a plain sub-app so app-wide middleware (body limit, auth) covers it. The session manager runs
 stateless: any ingress replica can answer any request, so the endpoint scales like the REST API.
 
-Tools come in two groups: the models, called directly, and durable jobs (stored, run in the background by
-the job runner, owned by the caller's API key exactly as through ``/v1/jobs``).
+Tools come from the catalogue: one per capability (embed, rank, classify, predict, chat), each with a ``model``
+argument listing the catalogue's models that serve it; and durable jobs (stored, run in the background by the job
+runner, owned by the caller's API key exactly as through ``/v1/jobs``).
 """
 
-from __future__ import annotations
 
 import base64
 import binascii
@@ -24,17 +24,12 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 
-from services.config import JobsArgs, LimitsArgs, McpArgs
+from services.config import McpArgs
+from services.core.catalogue import describe, faces
+from services.core.chat import Sampling
+from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.backends import MODEL_DESCRIPTIONS, ModelBackends
-from services.ingress.jobs import JobStore, job_params
-from services.ingress.schemas import CompleteJob, JobCreate, JobInfo
-
-INSTRUCTIONS = """raydio serves three PyTorch models. Use `list_models` to see which are ready.
-`embed` and `rank_by_similarity` work on sentences (all-MiniLM-L6-v2); `classify_digit` and
-`classify_digit_image` recognise one handwritten digit; `chat` asks a small (135M) instruction-tuned
-model, which is fast but not knowledgeable: do not rely on it for facts. For many inputs at once,
-`submit_job` stores a batch that runs in the background; poll it with `get_job`."""
+from services.ingress.schemas import ClassifyResponse, CompleteJob, JobCreate, JobInfo, Prediction
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 SAMPLED = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hint=False)
@@ -43,12 +38,13 @@ SAMPLED = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world
 
 
 class ModelSummary(BaseModel):
-    name: str = Field(description="Short model name.")
+    name: str = Field(description="The model's name: pass it as `model` to the tools.")
+    kind: str = Field(description="sentence-embedding, text-generation or torchscript.")
     ready: bool = Field(description="Whether the model's deployment answered just now.")
     model_id: str | None = Field(None, description="The underlying model.")
     device: str | None = Field(None, description="Where it runs: cpu or cuda.")
     description: str = ""
-    tools: list[str] = Field(description="The MCP tools that use this model.")
+    routes: list[str] = Field(description="Where the model is reached: REST routes, MCP tools, its UI.")
 
 
 class ModelsResult(BaseModel):
@@ -71,11 +67,9 @@ class SimilarityResult(BaseModel):
     ranking: list[RankedText] = Field(description="The texts, most similar to the query first.")
 
 
-class DigitResult(BaseModel):
-    label: int = Field(description="The most likely digit, 0-9.")
-    confidence: float = Field(description="Probability of that digit.")
-    probabilities: list[float] = Field(description="Probability of each digit; index i is digit i.")
-    pixels: list[list[float]] | None = Field(None, description="For images: the 8x8 grid (ink 0-16) the model saw.")
+class PredictResult(BaseModel):
+    model: str
+    outputs: dict[str, list] = Field(description="Each declared output by name, one row per input row.")
 
 
 class JobList(BaseModel):
@@ -92,22 +86,17 @@ class ChatResult(BaseModel):
 # --- inputs -------------------------------------------------------------------------------------------
 
 Texts = Annotated[list[Annotated[str, Field(min_length=1)]], Field(
-    min_length=1, description="Non-empty texts, each up to 256 tokens (about 200 words).")]
-Row = Annotated[list[Annotated[float, Field(ge=0, le=16)]], Field(min_length=8, max_length=8)]
-Grid = Annotated[list[Row], Field(
-    min_length=8, max_length=8,
-    description="8 rows of 8 ink intensities: 0 is background, 16 is full ink (scikit-learn's digits scale). "
-                "The digit should fill the grid, as in a scanned, centred, size-normalised digit.")]
+    min_length=1, description="Non-empty texts, each up to the model's window (256 tokens, about 200 words, for embedder).")]
 ImageBase64 = Annotated[str, Field(
-    min_length=1, description="A PNG or JPEG of one digit, base64-encoded (a data: URL prefix is accepted). Dark ink "
-                              "on a light background or the reverse; any size. It is cropped and scaled to 8x8.")]
+    min_length=1, description="A PNG or JPEG, base64-encoded (a data: URL prefix is accepted). For digits: one digit, "
+                              "dark ink on a light background or the reverse, any size.")]
 
 
 JobKind = Annotated[Literal["embed", "classify", "complete"], Field(
-    description="embed: texts to 384-d vectors; classify: 8x8 digit grids to labels; complete: prompts to answers.")]
-JobInputs = Annotated[list[str] | list[Grid], Field(
-    min_length=1, description="One item per result: texts for embed and complete, 8x8 grids (ink 0-16) for classify. "
-                              "Up to 10 000 items by default.")]
+    description="embed: texts to vectors; classify: rows of a classifier's input to labels; complete: prompts to answers.")]
+JobInputs = Annotated[list[str] | list[list], Field(
+    min_length=1, description="One item per result: texts for embed and complete, rows of the classifier's input (8x8 "
+                              "grids of ink 0-16 for digits) for classify. Up to 10 000 items by default.")]
 JOB_CREATE = TypeAdapter(JobCreate)
 
 
@@ -120,97 +109,119 @@ def _tool_errors():
         raise ToolError(exc.message) from exc
 
 
-def _digit(probabilities: list[float], pixels: list[list[float]] | None = None) -> DigitResult:
-    label = int(np.argmax(probabilities))
-    return DigitResult(label=label, confidence=probabilities[label], probabilities=probabilities, pixels=pixels)
+def _model_arg(core: Core, kind: str, what: str, names: list[str] | None = None):
+    """The `model` argument of a tool: the catalogue's models that serve it, the first by default."""
+    names = names if names is not None else [m.name for m in core.catalogue.of_kind(kind)]
+    listed = "; ".join(f"{n}: {describe(core.catalogue.get(n))}" for n in names)
+    return Annotated[str | None, Field(description=f"The {what} model to use (default {names[0]}). Models: {listed}")]
 
 
-async def _complete(backends: ModelBackends, messages: list[dict], params: dict) -> ChatResult:
-    """The whole answer of a streamed generation."""
-    text, finish_reason, prompt_tokens, completion_tokens = [], None, 0, 0
-    async for chunk in backends.chat(messages, params):
-        prompt_tokens = chunk.get("prompt_tokens", prompt_tokens)
-        text.append(chunk.get("text", ""))
-        finish_reason = chunk.get("finish_reason") or finish_reason
-        completion_tokens = chunk.get("completion_tokens") or completion_tokens
-    return ChatResult(text="".join(text), finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                      completion_tokens=completion_tokens)
+def _model_tools(server: MCPServer, core: Core) -> None:
+    catalogue, limits = core.catalogue, core.limits
 
-
-TOOLS_BY_MODEL = {"embedder": ["embed", "rank_by_similarity"], "digits": ["classify_digit", "classify_digit_image"],
-                  "chat": ["chat"]}
-
-
-def _model_tools(server: MCPServer, backends: ModelBackends, limits: LimitsArgs) -> None:
     @server.tool(title="List models", annotations=READ_ONLY)
     async def list_models() -> ModelsResult:
-        """List raydio's models: whether each is ready, what it is, and which tools use it."""
+        """List raydio's models: what each is, whether it is ready, and where it is reached."""
         return ModelsResult(models=[
-            ModelSummary(name=s.name, ready=s.ready, model_id=s.info.get("model_id"), device=s.info.get("device"),
-                         description=MODEL_DESCRIPTIONS.get(s.name, ""), tools=TOOLS_BY_MODEL.get(s.name, []))
-            for s in await backends.statuses()
+            ModelSummary(name=s.name, kind=catalogue.get(s.name).kind, ready=s.ready,
+                         model_id=s.info.get("model_id") or catalogue.get(s.name).identity, device=s.info.get("device"),
+                         description=describe(catalogue.get(s.name)), routes=faces(catalogue.get(s.name)))
+            for s in await core.client.statuses()
         ])
 
-    @server.tool(title="Embed texts", annotations=READ_ONLY)
-    async def embed(texts: Texts) -> EmbedResult:
-        """Turn texts into 384-dimensional sentence embeddings (all-MiniLM-L6-v2, L2-normalised, so the dot product
-        is the cosine similarity). Use for storing vectors; to compare texts, rank_by_similarity is simpler."""
-        with _tool_errors():
-            result = await backends.embed(texts)
-        return EmbedResult(dimensions=len(result["vectors"][0]), embeddings=result["vectors"], tokens=result["tokens"])
+    if catalogue.of_kind("sentence-embedding"):
+        EmbeddingModel = _model_arg(core, "sentence-embedding", "sentence-embedding")
 
-    @server.tool(title="Rank texts by similarity", annotations=READ_ONLY)
-    async def rank_by_similarity(
-        query: Annotated[str, Field(min_length=1, description="What to compare every text with.")],
-        texts: Texts,
-    ) -> SimilarityResult:
-        """Rank texts by how close their meaning is to the query (semantic search over a short list), most
-        similar first. Scores are cosine similarities: above ~0.5 is closely related, near 0 unrelated."""
-        with _tool_errors():
-            result = await backends.embed([query, *texts])
-        vectors = np.asarray(result["vectors"], dtype=np.float32)
-        scores = vectors[1:] @ vectors[0]
-        order = np.argsort(-scores, kind="stable")
-        return SimilarityResult(ranking=[RankedText(text=texts[i], score=round(float(scores[i]), 4), index=int(i))
-                                         for i in order])
+        @server.tool(title="Embed texts", annotations=READ_ONLY)
+        async def embed(texts: Texts, model: EmbeddingModel = None) -> EmbedResult:
+            """Turn texts into sentence embeddings (L2-normalised by default, so the dot product is the cosine
+            similarity). Use for storing vectors; to compare texts, rank_by_similarity is simpler."""
+            with _tool_errors():
+                result = await core.models.embed(model, texts)
+            return EmbedResult(dimensions=result.dimensions, embeddings=result.vectors, tokens=result.tokens)
 
-    @server.tool(title="Classify a digit grid", annotations=READ_ONLY)
-    async def classify_digit(pixels: Grid) -> DigitResult:
-        """Recognise one handwritten digit (0-9) given as an 8x8 grid of ink intensities from 0 to 16."""
-        with _tool_errors():
-            probabilities = await backends.classify(np.asarray([pixels], dtype=np.float32))
-        return _digit(probabilities[0])
+        @server.tool(title="Rank texts by similarity", annotations=READ_ONLY)
+        async def rank_by_similarity(
+            query: Annotated[str, Field(min_length=1, description="What to compare every text with.")],
+            texts: Texts,
+            model: EmbeddingModel = None,
+        ) -> SimilarityResult:
+            """Rank texts by how close their meaning is to the query (semantic search over a short list), most
+            similar first. Scores are cosine similarities: above ~0.5 is closely related, near 0 unrelated."""
+            with _tool_errors():
+                ranking = await core.models.rank(model, query, texts)
+            return SimilarityResult(ranking=[RankedText(text=r.text, score=r.score, index=r.index) for r in ranking])
 
-    @server.tool(title="Classify a digit image", annotations=READ_ONLY)
-    async def classify_digit_image(image_base64: ImageBase64) -> DigitResult:
-        """Recognise one handwritten digit (0-9) in a PNG or JPEG image; also returns the 8x8 grid the model saw."""
-        encoded = image_base64.split(",", 1)[1] if image_base64.startswith("data:") else image_base64
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ToolError("image_base64 is not valid base64.") from None
-        with _tool_errors():
-            result = await backends.classify_image(data)
-        return _digit(result["probabilities"], result["pixels"])
+    tensor_models = catalogue.of_kind("torchscript")
+    if tensor_models:
+        TensorModelArg = _model_arg(core, "torchscript", "tensor")
 
-    @server.tool(title="Chat with a small model", annotations=SAMPLED)
-    async def chat(
-        prompt: Annotated[str, Field(min_length=1, description="The user's message.")],
-        system: Annotated[str | None, Field(description="Optional system instruction that steers the answer.")] = None,
-        max_tokens: Annotated[int | None, Field(ge=1, description="Most tokens to generate: 128 when omitted; the "
-                                                                  "server allows up to 512 by default.")] = None,
-        temperature: Annotated[float, Field(ge=0, le=2, description="0 answers deterministically; higher is more "
-                                                                    "varied.")] = 0.7,
-    ) -> ChatResult:
-        """Ask SmolLM2-135M-Instruct, a small, fast chat model, and get its whole answer. Good for rewording,
-        short drafts and simple questions; it often gets facts wrong."""
-        max_tokens = max_tokens or min(128, limits.max_completion_tokens)
-        if max_tokens > limits.max_completion_tokens:
-            raise ToolError(f"max_tokens is {max_tokens}; this server generates at most {limits.max_completion_tokens}.")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": 1.0, "stop": (), "seed": None}
-        with _tool_errors():
-            return await _complete(backends, messages, params)
+        @server.tool(title="Run a tensor model", annotations=READ_ONLY)
+        async def predict(
+            inputs: Annotated[dict[str, list], Field(description="Each input of the model by name: a list of rows of "
+                                                     "its declared shape (see list_models / GET /v2/models/{name}).")],
+            model: TensorModelArg = None,
+        ) -> PredictResult:
+            """Run a tensor model on rows of its declared inputs; returns every declared output, one row per input row."""
+            try:
+                arrays = {name: np.asarray(value) for name, value in inputs.items()}
+            except ValueError:
+                raise ToolError("Every input must be a rectangular array (rows of equal length).") from None
+            with _tool_errors():
+                entry, outputs = await core.models.predict(model, arrays)
+            return PredictResult(model=entry.name, outputs={k: v.tolist() for k, v in outputs.items()})
+
+    classifiers = [m.name for m in tensor_models if m.labels]
+    if classifiers:
+        Classifier = _model_arg(core, "torchscript", "classifier", classifiers)
+
+        @server.tool(title="Classify", annotations=READ_ONLY)
+        async def classify(
+            inputs: Annotated[list, Field(min_length=1, description="One row of the classifier's input or a list of rows. "
+                                          "For digits: an 8x8 grid of ink intensities 0 (background) to 16 (full ink), "
+                                          "the digit filling the grid, as in scikit-learn's digits.")],
+            model: Classifier = None,
+        ) -> ClassifyResponse:
+            """Classify rows with a classifier: the most likely class of each, with every class's probability."""
+            with _tool_errors():
+                results = await core.models.classify(model, inputs)
+            return ClassifyResponse(model=model or classifiers[0], predictions=[Prediction.of(r) for r in results])
+
+    image_models = [m.name for m in tensor_models if m.labels and m.image is not None]
+    if image_models:
+        ImageClassifier = _model_arg(core, "torchscript", "image classifier", image_models)
+
+        @server.tool(title="Classify an image", annotations=READ_ONLY)
+        async def classify_image(image_base64: ImageBase64, model: ImageClassifier = None) -> Prediction:
+            """Classify a PNG or JPEG image; also returns the input the model saw (for digits, the 8x8 grid)."""
+            encoded = image_base64.split(",", 1)[1] if image_base64.startswith("data:") else image_base64
+            try:
+                data = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise ToolError("image_base64 is not valid base64.") from None
+            with _tool_errors():
+                return Prediction.of(await core.models.classify_image(model or image_models[0], data))
+
+    if catalogue.of_kind("text-generation"):
+        ChatModel = _model_arg(core, "text-generation", "text-generation")
+
+        @server.tool(title="Chat with a model", annotations=SAMPLED)
+        async def chat(
+            prompt: Annotated[str, Field(min_length=1, description="The user's message.")],
+            system: Annotated[str | None, Field(description="Optional system instruction that steers the answer.")] = None,
+            max_tokens: Annotated[int | None, Field(ge=1, description="Most tokens to generate: the model's default when "
+                                                    f"omitted; this server allows up to {limits.max_completion_tokens}.")] = None,
+            temperature: Annotated[float, Field(ge=0, le=2, description="0 answers deterministically; higher is more "
+                                                                        "varied.")] = 0.7,
+            model: ChatModel = None,
+        ) -> ChatResult:
+            """Ask a text-generation model and get its whole answer. The default (SmolLM2-135M-Instruct) is small and
+            fast: good for rewording, short drafts and simple questions; it often gets facts wrong."""
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            with _tool_errors():
+                answer = await core.chat.complete(None, messages, model, Sampling(max_tokens=max_tokens, temperature=temperature))
+            return ChatResult(text=answer.text, finish_reason=answer.finish_reason, prompt_tokens=answer.prompt_tokens,
+                              completion_tokens=answer.completion_tokens)
 
 
 def _owner(ctx: Context) -> str:
@@ -222,7 +233,7 @@ def _owner(ctx: Context) -> str:
     return principal.key_id
 
 
-def _job_tools(server: MCPServer, jobs: JobStore, jobs_args: JobsArgs, limits: LimitsArgs) -> None:
+def _job_tools(server: MCPServer, core: Core) -> None:
     @server.tool(title="Submit a batch job", annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
                                                                           idempotent_hint=False, open_world_hint=False))
     async def submit_job(
@@ -231,19 +242,20 @@ def _job_tools(server: MCPServer, jobs: JobStore, jobs_args: JobsArgs, limits: L
         inputs: JobInputs,
         max_tokens: Annotated[int, Field(ge=1, description="complete only: tokens per answer.")] = 64,
         temperature: Annotated[float, Field(ge=0, le=2, description="complete only: 0 is deterministic.")] = 0.7,
+        model: Annotated[str | None, Field(description="The model to run the job with; default: the kind's first "
+                                           f"model. Models: {', '.join(core.catalogue.names)}.")] = None,
     ) -> JobInfo:
         """Store a batch (many texts to embed, grids to classify or prompts to answer) that runs in the background
         and survives restarts. Returns at once with the job's id and status; poll get_job for progress and results."""
         extra = {"max_tokens": max_tokens, "temperature": temperature} if kind == "complete" else {}
         try:
-            job = JOB_CREATE.validate_python({"kind": kind, "inputs": inputs, **extra})
+            job = JOB_CREATE.validate_python({"kind": kind, "inputs": inputs, "model": model, **extra})
         except ValidationError as exc:
             raise ToolError("Invalid job: " + "; ".join(
                 f"{'.'.join(map(str, e['loc'][1:])) or 'job'}: {e['msg']}" for e in exc.errors())) from None
         generation = {"max_tokens": job.max_tokens, "temperature": job.temperature} if isinstance(job, CompleteJob) else {}
         with _tool_errors():
-            params = job_params(job.kind, job.inputs, jobs_args.max_items, limits, **generation)
-        return JobInfo.model_validate(await jobs.submit(_owner(ctx), job.kind, job.inputs, params))
+            return JobInfo.model_validate(await core.jobs.submit(_owner(ctx), job.kind, job.inputs, job.model, **generation))
 
     @server.tool(title="Read a job", annotations=READ_ONLY)
     async def get_job(
@@ -253,23 +265,32 @@ def _job_tools(server: MCPServer, jobs: JobStore, jobs_args: JobsArgs, limits: L
         """A job's status (queued, running, succeeded, failed, cancelled), progress, and its results once it
         succeeded: one per input, in order."""
         with _tool_errors():
-            return JobInfo.model_validate(await jobs.get(_owner(ctx), job_id))
+            return JobInfo.model_validate(await core.jobs.get(_owner(ctx), job_id))
 
     @server.tool(title="List jobs", annotations=READ_ONLY)
     async def list_jobs(ctx: Context) -> JobList:
         """The caller's most recent jobs with status and progress (without results)."""
-        return JobList(jobs=[JobInfo.model_validate(job) for job in await jobs.list(_owner(ctx))])
+        return JobList(jobs=[JobInfo.model_validate(job) for job in await core.jobs.list(_owner(ctx))])
 
 
-def build_mcp_server(backends: ModelBackends, limits: LimitsArgs, jobs: JobStore, jobs_args: JobsArgs) -> MCPServer:
+def _instructions(core: Core) -> str:
+    models = "\n".join(f"- {m.name} ({m.kind}): {describe(m)}" for m in core.catalogue.entries.values())
+    return f"""raydio serves these models (use `list_models` to see which are ready):
+{models}
+Every model tool takes an optional `model` argument naming one of them. Small chat models are fast but not
+knowledgeable: do not rely on them for facts. For many inputs at once, `submit_job` stores a batch that runs in
+the background; poll it with `get_job`."""
+
+
+def build_mcp_server(core: Core) -> MCPServer:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    server = MCPServer(name="raydio", title="raydio models", version="0.1.0", instructions=INSTRUCTIONS,
-                       description="PyTorch models on Ray Serve: sentence embeddings, a digit classifier and a small chat model.")
+    server = MCPServer(name="raydio", title="raydio models", version="0.1.0", instructions=_instructions(core),
+                       description="PyTorch models on Ray Serve, from raydio's model catalogue.")
     root.handlers[:] = handlers  # MCPServer calls logging.basicConfig; the host process owns logging
     root.setLevel(level)
-    _model_tools(server, backends, limits)
-    _job_tools(server, jobs, jobs_args, limits)
+    _model_tools(server, core)
+    _job_tools(server, core)
     return server
 
 

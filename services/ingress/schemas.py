@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from services.errors import InvalidInput
 
@@ -67,6 +67,7 @@ class ModelCard(BaseModel):
     owned_by: str = "raydio"
     root: str | None = Field(None, description="The underlying model.", examples=["sentence-transformers/all-MiniLM-L6-v2"])
     ready: bool = Field(description="Whether the model's deployment answered just now.")
+    kind: str = Field(description="sentence-embedding, text-generation or torchscript.")
     description: str = ""
 
 
@@ -78,13 +79,14 @@ class ModelList(BaseModel):
 # --- embeddings ---------------------------------------------------------------------------------
 
 class EmbeddingRequest(Strict):
-    model: str = Field("embedder", description="Model name.", examples=["embedder"])
+    model: str | None = Field(None, description="A sentence-embedding model of the catalogue; default: the first one.",
+                              examples=["embedder"])
     input: str | list[str] = Field(description="One string or a list of strings to embed.",
                                    examples=["A cat sits on the mat.", ["first sentence", "second sentence"]])
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`float` lists, or `base64` of little-endian float32 (what the openai client asks for)."
     )
-    dimensions: int | None = Field(None, description="Must equal the model's dimensions (384) when given.")
+    dimensions: int | None = Field(None, description="Must equal the model's dimensions (384 for embedder) when given.")
     user: str | None = Field(None, description="End-user id, accepted for compatibility and not stored.")
 
     @field_validator("input")
@@ -147,7 +149,8 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(Strict):
-    model: str = Field("chat", examples=["chat"])
+    model: str | None = Field(None, description="A text-generation model of the catalogue; default: the first one.",
+                              examples=["chat"])
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far; the last one is usually the user's.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (bounded by the server's limit).")
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name for max_tokens; either may be sent.")
@@ -246,17 +249,18 @@ class ChatCompletion(BaseModel):
     usage: CompletionUsage
 
 
-# --- digits -------------------------------------------------------------------------------------
+# --- tensor models ------------------------------------------------------------------------------
 
 Grid = list[list[float]]
 
 
-class DigitsRequest(Strict):
-    pixels: list[Grid] | Grid | list[float] = Field(
-        description="One 8x8 grid, a flat list of 64 values, or a list of 8x8 grids. Values are ink "
-        "intensities from 0 (background) to 16 (full ink), the scale of scikit-learn's digits.",
-    )
-    model: str = Field("digits", examples=["digits"])
+class ClassifyRequest(Strict):
+    inputs: list = Field(
+        validation_alias=AliasChoices("inputs", "pixels"),
+        description="Rows of the classifier's input: one row, one flat row, or a list of rows. For `digits`: one 8x8 "
+        "grid, 64 values, or a list of 8x8 grids of ink from 0 (background) to 16 (full ink); `pixels` is accepted "
+        "as the key too.")
+    model: str | None = Field(None, description="Defaults to the classifier in the path.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pixels": [
         [0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
@@ -264,15 +268,35 @@ class DigitsRequest(Strict):
         [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]}]})
 
 
-class DigitPrediction(BaseModel):
-    label: int = Field(description="The most likely digit.")
-    probabilities: list[float] = Field(description="Probability of each digit 0..9.")
-    pixels: Grid | None = Field(None, description="For uploaded images: the 8x8 grid the model saw.")
+class Prediction(BaseModel):
+    label: int = Field(description="Index of the most likely class (the digit itself for `digits`).")
+    class_name: str = Field(description="Name of the most likely class, from the catalogue's labels.")
+    confidence: float = Field(description="Probability of that class.")
+    probabilities: list[float] = Field(description="Probability of each class, in label order.")
+    pixels: list | None = Field(None, description="For uploaded images: the input row the model saw (8x8 ink for digits).")
+
+    @classmethod
+    def of(cls, result) -> Prediction:
+        """From the core's ``Classification``: REST and MCP answer in the same shape."""
+        return cls(label=result.label, class_name=result.class_name, confidence=result.confidence,
+                   probabilities=result.probabilities, pixels=result.input)
 
 
-class DigitsResponse(BaseModel):
-    model: str = "digits"
-    predictions: list[DigitPrediction]
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class V1PredictRequest(Strict):
+    instances: list = Field(min_length=1, description="KServe V1: one instance per row. For a model with one input, "
+                            "each instance is that input's row; with several inputs, an object keyed by input name.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"instances": [[[0] * 8] * 8]}]})
+
+
+class V1PredictResponse(BaseModel):
+    predictions: list = Field(description="One per instance: the output's row, or an object keyed by output name when "
+                              "the model has several outputs.")
 
 
 # --- chat sessions ------------------------------------------------------------------------------
@@ -307,22 +331,24 @@ class SessionDetail(SessionInfo):
 # --- durable jobs -------------------------------------------------------------------------------
 
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=20_000)]
-PixelGrid = Annotated[list[Annotated[list[Annotated[float, Field(ge=0, le=16)]], Field(min_length=8, max_length=8)]],
-                      Field(min_length=8, max_length=8)]
 
 
 class EmbedJob(Strict):
     kind: Literal["embed"]
+    model: str | None = Field(None, description="A sentence-embedding model; default: the first one.")
     inputs: list[NonEmptyText] = Field(min_length=1, description="Texts to embed; results are 384-d vectors.")
 
 
 class ClassifyJob(Strict):
     kind: Literal["classify"]
-    inputs: list[PixelGrid] = Field(min_length=1, description="8x8 grids of ink 0..16; results are labels and probabilities.")
+    model: str | None = Field(None, description="A classifier (a tensor model with labels); default: the first one.")
+    inputs: list[list] = Field(min_length=1, description="Rows of the classifier's input (8x8 grids of ink 0..16 for "
+                               "digits); results are labels and probabilities.")
 
 
 class CompleteJob(Strict):
     kind: Literal["complete"]
+    model: str | None = Field(None, description="A text-generation model; default: the first one.")
     inputs: list[NonEmptyText] = Field(min_length=1, description="Prompts, each answered as a one-turn chat.")
     max_tokens: int = Field(64, ge=1, description="Tokens per answer (bounded by the server's limit).")
     temperature: float = Field(0.7, ge=0, le=2)

@@ -1,7 +1,7 @@
-"""Handwritten digit classifier: a small CNN trained on scikit-learn's bundled digits data.
+"""Handwritten digit classifier: a small CNN trained on scikit-learn's bundled digits data (``builtin://digits-cnn``).
 
-Training is seeded and takes seconds; the checkpoint is cached so replicas only load it.
-Inputs are 8x8 grids of ink intensity in [0, 16], the scale of ``sklearn.datasets.load_digits``.
+Training is seeded and takes seconds; ``prepare`` exports it to TorchScript once, and the catalogue serves it as an
+ordinary ``torchscript`` entry. Inputs are 8x8 grids of ink in [0, 16], the scale of ``sklearn.datasets.load_digits``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.models.device import resolve_device
-
 logger = logging.getLogger(__name__)
 
-MODEL_ID = "raydio/digits-cnn-8x8"
 GRID = 8
 MAX_INK = 16.0
 CHECKPOINT_NAME = "digits-cnn.pt"
@@ -101,35 +98,31 @@ def ensure_checkpoint(cache_dir: Path, seed: int = 0) -> Path:
     return path
 
 
-class DigitsModel:
-    """Loads the cached CNN and classifies batches of 8x8 grids."""
+class InkClassifier(nn.Module):
+    """The CNN as served: 8x8 grids of ink 0..16 in, probabilities out, so the TorchScript file is self-contained."""
 
-    model_id = MODEL_ID
+    def __init__(self, net: DigitsCNN) -> None:
+        super().__init__()
+        self.net = net
 
-    def __init__(self, cache_dir: Path, device: str = "auto", seed: int = 0) -> None:
-        self.cache_dir = Path(cache_dir)
-        self.device = resolve_device(device)
-        self.seed = seed
-        self.meta: dict = {}
-        self._net: DigitsCNN | None = None
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (n, 8, 8) ink in [0, 16]
+        return torch.softmax(self.net(pixels[:, None] / MAX_INK), dim=1)
 
-    def load(self) -> DigitsModel:
-        checkpoint = torch.load(ensure_checkpoint(self.cache_dir, self.seed), map_location="cpu")
-        net = DigitsCNN()
-        net.load_state_dict(checkpoint["state_dict"])
-        self._net = net.to(self.device).eval()
-        self.meta = checkpoint["meta"]
-        return self
 
-    @property
-    def ready(self) -> bool:
-        return self._net is not None
-
-    @torch.inference_mode()
-    def predict(self, grids: np.ndarray) -> np.ndarray:
-        """``grids``: (n, 8, 8) ink in [0, 16] → (n, 10) class probabilities."""
-        x = torch.as_tensor(np.asarray(grids, dtype=np.float32) / MAX_INK, device=self.device)[:, None]
-        return torch.softmax(self._net(x), dim=1).float().cpu().numpy()
+def export_torchscript(target: Path, cache_dir: Path, seed: int = 0) -> Path:
+    """``builtin://digits-cnn``: the cached CNN traced to TorchScript at ``target`` (once)."""
+    target = Path(target)
+    if target.exists():
+        return target
+    checkpoint = torch.load(ensure_checkpoint(cache_dir, seed), map_location="cpu")
+    net = DigitsCNN()
+    net.load_state_dict(checkpoint["state_dict"])
+    traced = torch.jit.trace(InkClassifier(net).eval(), torch.zeros(2, GRID, GRID))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    traced.save(str(tmp))
+    tmp.replace(target)
+    return target
 
 
 def image_to_grid(image) -> np.ndarray:

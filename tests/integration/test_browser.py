@@ -9,6 +9,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = os.environ.get("RAYDIO_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+pytestmark = pytest.mark.requires_chromium
+
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -16,7 +18,7 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
 @pytest.fixture(scope="module")
 def page(base_url, tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (.ci/run does).")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (`make test` does, as root).")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 1000})

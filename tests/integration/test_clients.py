@@ -50,7 +50,7 @@ def test_openai_streaming_chat(oai):
 def test_openai_errors_are_typed(oai):
     with pytest.raises(openai.BadRequestError, match="at most 512"):
         oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000)
-    with pytest.raises(openai.NotFoundError, match="Use model 'embedder'"):
+    with pytest.raises(openai.NotFoundError, match="Models for embeddings: embedder"):
         oai.embeddings.create(model="text-embedding-3-small", input="x")
 
 

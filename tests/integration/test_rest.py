@@ -23,8 +23,10 @@ def test_only_health_answers_without_credentials(base_url):
 
 def test_index_health_and_models(http):
     index = http.get("/", headers={"Accept": "application/json"}).json()
-    assert {m["name"]: m["ready"] for m in index["models"]} == {"embedder": True, "digits": True, "chat": True}
-    assert [u["path"] for u in index["uis"]] == ["/ui/chat/", "/ui/digits/", "/ui/embeddings/", "/ui/jobs/"]
+    # the shipped catalogue plus the two models conftest declares as a user would (test_own_models.py)
+    assert {m["name"]: m["ready"] for m in index["models"]} == {"embedder": True, "digits": True, "chat": True,
+                                                                "flowers": True, "minilm-second": True}
+    assert [u["path"] for u in index["uis"]] == ["/ui/chat/", "/ui/digits/", "/ui/flowers/", "/ui/embeddings/", "/ui/jobs/"]
     assert http.get("/", headers={"Accept": "text/html"}).headers["content-type"].startswith("text/html")
     assert http.get("/health/live").status_code == 200
     assert http.get("/health/ready").json()["status"] == "ready"

@@ -71,9 +71,9 @@ def test_an_incoming_traceparent_is_continued(http, otlp_sink):
 def test_a_replica_error_marks_the_spans_failed(http, otlp_sink):
     response = http.post("/v1/digits/classify", json={"pixels": [[99] * 8] * 8})
     assert response.status_code == 400
-    named = _by_name(otlp_sink.wait_for(response.headers["X-Trace-ID"], {"digits.classify call", "digits.classify"}))
-    assert named["digits.classify call"].attributes["raydio.outcome"] == "invalid"
-    assert named["digits.classify call"].status_code == 2 and named["digits.classify"].status_code == 2  # ERROR
+    named = _by_name(otlp_sink.wait_for(response.headers["X-Trace-ID"], {"digits.predict call", "digits.predict"}))
+    assert named["digits.predict call"].attributes["raydio.outcome"] == "invalid"
+    assert named["digits.predict call"].status_code == 2 and named["digits.predict"].status_code == 2  # ERROR
 
 
 def test_requests_batched_together_each_see_the_batch_and_share_one_forward_pass(base_url, auth_headers, otlp_sink):
@@ -134,4 +134,4 @@ def test_logs_are_json_lines_with_the_request_and_trace_ids(http):
     access = [line for line in lines if line.get("http_status") == 200]
     assert access, f"no JSON access log line for the request in {logs_dir}"
     assert access[0]["trace_id"] == response.headers["X-Trace-ID"] and access[0]["request_id"] == "log-test-1"
-    assert access[0]["component"] == "ingress" and access[0]["message"] == "POST /v1/digits/classify 200"
+    assert access[0]["component"] == "ingress" and access[0]["message"] == "POST /v1/{name}/classify 200"

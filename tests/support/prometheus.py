@@ -26,7 +26,7 @@ class PrometheusServer:
     def __init__(self, targets: list[str], rule_files: list[Path] = (), binary: str = "prometheus") -> None:
         executable = shutil.which(binary)
         if executable is None:
-            raise RuntimeError("prometheus is not installed (Debian: apt-get install prometheus; .ci/run does this).")
+            raise RuntimeError("prometheus is not installed (Debian: apt-get install prometheus; `make test` does, as root).")
         self._dir = Path(tempfile.mkdtemp(prefix="raydio-prometheus-"))
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

@@ -11,12 +11,13 @@ import inspect
 import pytest
 from fastapi.testclient import TestClient
 
-from services.config import AuthArgs, IngressArgs, LimitsArgs, McpArgs, Settings
+from services.config import AuthArgs, IngressArgs, LimitsArgs, McpArgs, RaydioAppArgs, Settings, default_catalogue
+from services.core.services import build_core
 from services.deployments.chat import ChatDeployment
-from services.deployments.digits import DigitsDeployment
 from services.deployments.embedder import EmbedderDeployment
+from services.deployments.tensor import TensorDeployment
 from services.ingress.app import build_ingress_app
-from services.ingress.backends import ModelBackends
+from services.runner import prepare_models
 
 
 class _Stream:
@@ -81,29 +82,42 @@ def _fresh_batch_queues():
     """``@serve.batch`` keeps one queue per decorated method (not per instance), bound to the event loop that
     first used it. Test modules run their calls on different loops (each TestClient has its own, async tests
     use pytest-asyncio's), so each module starts with new queues instead of awaiting a finished loop."""
-    for method in (EmbedderDeployment.func_or_class._embed_batch, DigitsDeployment.func_or_class._classify_batch):
+    for method in (EmbedderDeployment.func_or_class._embed_batch, TensorDeployment.func_or_class._predict_batch):
         method.set_max_batch_size.__self__._queue = None
     yield
 
 
 @pytest.fixture(scope="session")
 def limits():
-    return LimitsArgs(max_embedding_inputs=8, max_digit_images=4, max_completion_tokens=64, max_body_bytes=64 * 1024)
+    return LimitsArgs(max_embedding_inputs=8, max_tensor_rows=4, max_completion_tokens=64, max_body_bytes=64 * 1024)
+
+
+CATALOGUE = default_catalogue()
+KINDS = {"sentence-embedding": EmbedderDeployment, "torchscript": TensorDeployment, "text-generation": ChatDeployment}
 
 
 @pytest.fixture(scope="session")
 def deployments(settings, limits):
-    limit_dict = limits.model_dump()
-    return {
-        "embedder": instantiate(EmbedderDeployment, device="cpu", limits=limit_dict),
-        "digits": instantiate(DigitsDeployment, cache_dir=str(settings.cache_dir), device="cpu", limits=limit_dict),
-        "chat": instantiate(ChatDeployment, cache_dir=str(settings.cache_dir), device="cpu", limits=limit_dict),
-    }
+    """The default catalogue's deployments, built the way the app builder builds them."""
+    prepare_models(settings, {"applications": [{"import_path": "services.app:build_app", "args": {}}]})
+    return {model.name: instantiate(KINDS[model.kind], model=model.model_dump(mode="json"), cache_dir=str(settings.cache_dir),
+                                    device="cpu", limits=limits.model_dump())
+            for model in RaydioAppArgs().models}
+
+
+def local_core(handles: dict, settings: Settings, limits: LimitsArgs | None = None, timeout_s: float = 60):
+    return build_core(CATALOGUE, handles, settings.database_url, limits or LimitsArgs(), timeout_s=timeout_s)
 
 
 @pytest.fixture(scope="session")
-def backends(deployments):
-    return ModelBackends({name: LocalHandle(obj) for name, obj in deployments.items()}, timeout_s=60)
+def core(deployments, limits, unit_settings):
+    return local_core({name: LocalHandle(obj) for name, obj in deployments.items()}, unit_settings, limits)
+
+
+@pytest.fixture(scope="session")
+def backends(core):
+    """The typed model client over the local deployments."""
+    return core.client
 
 
 @pytest.fixture(scope="session")
@@ -118,11 +132,11 @@ def unit_settings(tmp_path_factory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def client(backends, limits, unit_settings):
+def client(core, limits, unit_settings):
     # Auth has its own tests (test_auth.py); here the routes themselves are under test. TestClient sends
     # Host: testserver, and MCP answers only the hosts it is told to (DNS-rebinding protection).
     args = IngressArgs(limits=limits, mount_ui=False, auth=AuthArgs(enabled=False), mcp=McpArgs(allowed_hosts=("testserver",)))
-    app = build_ingress_app(backends, args, unit_settings)
+    app = build_ingress_app(core, args, unit_settings)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -130,5 +144,5 @@ def client(backends, limits, unit_settings):
 def make_client(handles: dict, settings: Settings, timeout_s: float = 60) -> TestClient:
     """A client over handles of the caller's choosing (failing ones, slow ones)."""
     args = IngressArgs(mount_ui=False, auth=AuthArgs(enabled=False))
-    app = build_ingress_app(ModelBackends(handles, timeout_s=timeout_s), args, settings)
+    app = build_ingress_app(local_core(handles, settings, timeout_s=timeout_s), args, settings)
     return TestClient(app, raise_server_exceptions=False)

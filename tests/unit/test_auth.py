@@ -36,11 +36,11 @@ def keys(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(keys, backends):
+def app(keys, core):
     url, _ = keys
     settings = Settings(database_url=url, jwt_secret=SECRET)
     args = IngressArgs(limits=LimitsArgs(), mount_ui=True, auth=AuthArgs(key_cache_s=0, token_ttl_s=600))
-    return build_ingress_app(backends, args, settings)
+    return build_ingress_app(core, args, settings)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_v2_and_mcp_need_the_same_credentials(client, keys):
     accept = {"Accept": "application/json, text/event-stream", "Host": "localhost:8000"}
     assert client.post("/mcp/", json=rpc, headers=accept).status_code == 401
     listed = client.post("/mcp/", json=rpc, headers={**accept, **bearer(keys[1]["user"])})
-    assert listed.status_code == 200 and "classify_digit" in listed.text
+    assert listed.status_code == 200 and "classify_image" in listed.text
 
 
 @pytest.mark.parametrize(

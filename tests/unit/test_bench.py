@@ -36,7 +36,8 @@ def test_load_generator_counts_answers_and_keeps_failures_apart(tmp_path):
 
 def test_harness_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "benchmarks.md"
-    assert main(["--duration", "0.5", "--concurrency", "4", "--batch-sizes", "1,4", "--only-local", "--out", str(out)]) == 0
+    assert main(["--duration", "0.5", "--concurrency", "4", "--batch-sizes", "1,4", "--only-local", "--no-generation",
+                 "--out", str(out)]) == 0
     text = out.read_text()
     assert "`python -m bench --duration 0.5" in text and " cores, " in text
     for name in (NAIVE, GRADIO, PLAIN, "limit: in-process, batch", "| 4 | "):
@@ -67,8 +68,9 @@ def test_serve_defaults_config_is_valid_and_differs_only_in_queues_and_port(tmp_
         load_serve_config(path)
     assert tuned["http_options"]["port"] == 8301 and defaults["http_options"]["port"] == 8300
     args = defaults["applications"][0]["args"]
-    assert {args[d]["max_ongoing_requests"] for d in ("ingress", "embedder", "digits", "chat", "jobs")} == {5}
-    assert tuned["applications"][0]["args"]["embedder"]["max_ongoing_requests"] == 64
+    deployments = [args["ingress"], args["jobs"], *(m["deployment"] for m in args["models"])]
+    assert len(deployments) == 5 and {d["max_ongoing_requests"] for d in deployments} == {5}
+    assert tuned["applications"][0]["args"]["models"][0]["deployment"]["max_ongoing_requests"] == 64
 
 
 def test_render_names_the_command_and_the_machine():

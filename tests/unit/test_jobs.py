@@ -8,10 +8,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
+from services.config import LimitsArgs
 from services.deployments.jobs import JobRunnerDeployment
 from services.storage.db import session_scope
 from services.storage.repositories import JobRepository
-from tests.unit.conftest import LocalHandle, instantiate
+from tests.unit.conftest import CATALOGUE, LocalHandle, instantiate
 
 
 def test_jobs_are_stored_before_the_202_and_can_be_cancelled(client, unit_settings):
@@ -29,15 +30,20 @@ def test_jobs_are_stored_before_the_202_and_can_be_cancelled(client, unit_settin
     assert client.get("/v1/jobs/nope").status_code == 404
 
 
+def test_a_job_for_a_model_that_cannot_run_it_is_404_naming_those_that_can(client):
+    response = client.post("/v1/jobs", json={"kind": "classify", "model": "embedder", "inputs": [[[0] * 8] * 8]})
+    assert response.status_code == 404 and "Classifiers: digits" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
         ({"kind": "train", "inputs": ["x"]}, "kind"),
         ({"kind": "embed", "inputs": []}, "inputs"),
         ({"kind": "embed", "inputs": [""]}, "inputs.0"),
-        ({"kind": "classify", "inputs": [[[0] * 8] * 7]}, "inputs.0"),
-        ({"kind": "classify", "inputs": [[[17] * 8] * 8]}, "less than or equal to 16"),
-        ({"kind": "complete", "inputs": ["hi"], "max_tokens": 100_000}, "At most"),
+        ({"kind": "classify", "inputs": [[[0] * 8] * 7]}, "Input 0 has shape [7, 8]; each item must be [8, 8]"),
+        ({"kind": "classify", "inputs": [[[17] * 8] * 8]}, "between 0 and 16"),
+        ({"kind": "complete", "inputs": ["hi"], "max_tokens": 100_000}, "at most 64"),
         ({"kind": "embed", "inputs": ["x"], "priority": "high"}, "priority: unknown field"),
     ],
 )
@@ -63,8 +69,8 @@ def running_runner(client, deployments, url: str, **args):
     """A real JobRunner over the real deployments, on the TestClient's event loop: ``@serve.batch`` binds its
     queue to the first loop that uses it, and the REST tests use that one too."""
     async def start():
-        return instantiate(JobRunnerDeployment, embedder=LocalHandle(deployments["embedder"]),
-                           digits=LocalHandle(deployments["digits"]), chat=LocalHandle(deployments["chat"]),
+        return instantiate(JobRunnerDeployment, models={name: LocalHandle(d) for name, d in deployments.items()},
+                           catalogue=[m.model_dump(mode="json") for m in CATALOGUE], limits=LimitsArgs(max_completion_tokens=64).model_dump(),
                            args={"poll_interval_s": 0.05, **args}, database_url=url)
 
     runner = client.portal.call(start)
@@ -78,8 +84,11 @@ async def _stop(runner) -> None:
     runner.stop()
 
 
-def test_the_runner_finishes_every_kind_of_job(client, deployments, unit_settings, sklearn_digits):
-    url = unit_settings.database_url
+def test_the_runner_finishes_every_kind_of_job(client, deployments, tmp_path, sklearn_digits):
+    from services.storage.db import migrate
+
+    url = f"sqlite:///{tmp_path}/jobs.db"  # its own database: jobs other tests left queued are not counted here
+    migrate(url)
     with running_runner(client, deployments, url, chunk_size=2) as runner:
         with session_scope(url) as s:
             embed = JobRepository.submit(s, "local", "embed", ["a cat", "a dog", "the stock market"], {}).id

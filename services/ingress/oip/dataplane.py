@@ -1,18 +1,21 @@
-"""Protocol logic: model metadata, readiness and inference over ``ModelBackends``, in numpy.
+"""Protocol logic: model metadata, readiness and inference over the core, in numpy.
 
-Each tensor model declares its signature once (``TensorSpec``); metadata is generated from it and
-every request is checked against it before a model replica sees it. Only the digits and embedder
-models have a tensor interface; chat is served by ``/v1/chat/completions``.
+Every ``torchscript`` entry of the catalogue is a V2 model with its declared signature (classifiers also get a
+``label`` output and the classification extension); every ``sentence-embedding`` entry takes BYTES text and
+returns FP32 vectors. Each request is checked against the signature before a model replica sees it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.config import ModelEntry
+from services.core.client import ModelStatus
+from services.core.services import Core
 from services.errors import InvalidInput, ModelNotFound
-from services.ingress.backends import EMBEDDING_DIMENSIONS, ModelBackends, ModelStatus
 from services.ingress.oip.tensors import decode_input, encode_output, split_binary
 from services.ingress.oip.types import InferenceRequest, RequestOutput
 
@@ -20,6 +23,7 @@ SERVER_NAME = "raydio"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 MODEL_VERSION = "1"
+TENSOR_KINDS = ("torchscript", "sentence-embedding")
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,9 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class TensorModel:
-    """A model's tensor signature and how to run it through ``ModelBackends``."""
+    """A catalogue entry's tensor signature and how to run it through the core."""
 
-    name: str
+    entry: ModelEntry
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     platform: str = "pytorch"
@@ -49,50 +53,55 @@ class TensorModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_index", {spec.name: spec for spec in self.outputs})
 
-    async def predict(self, backends: ModelBackends, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    async def predict(self, core: Core, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.entry.kind == "sentence-embedding":
+            texts = []
+            for i, element in enumerate(inputs["text"].reshape(-1)):
+                try:
+                    text = element.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidInput(f"Element {i} of input 'text' is not valid UTF-8.", "text") from None
+                if not text.strip():
+                    raise InvalidInput(f"Element {i} of input 'text' is empty; every element must contain text.", "text")
+                texts.append(text)
+            result = await core.models.embed(self.name, texts)
+            return {"embedding": np.asarray(result.vectors, dtype=np.float32), "tokens": np.asarray(result.tokens, dtype=np.int64)}
+        rows = {spec.name: inputs[spec.name].reshape(-1, *spec.shape[1:]) for spec in self.inputs}
+        _, outputs = await core.models.predict(self.name, rows)
+        if self.entry.labels:
+            outputs["label"] = outputs[self.entry.signature.outputs[0].name].argmax(axis=1).astype(np.int64)
+        return outputs
 
 
-class DigitsTensorModel(TensorModel):
-    async def predict(self, backends: ModelBackends, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        grids = inputs["pixels"].reshape(-1, 8, 8)
-        probabilities = np.asarray(await backends.classify(grids), dtype=np.float32)
-        return {"probabilities": probabilities, "label": probabilities.argmax(axis=1).astype(np.int64)}
+def tensor_model(entry: ModelEntry, dimensions: int = -1) -> TensorModel:
+    if entry.kind == "sentence-embedding":
+        return TensorModel(
+            entry,
+            inputs=(TensorSpec("text", "BYTES", (-1,), "UTF-8 strings to embed, one per element; [-1, 1] is accepted too.",
+                               also_accepts=((-1, 1),)),),
+            outputs=(TensorSpec("embedding", "FP32", (-1, dimensions), "Sentence embeddings"
+                                + (" (L2-normalised)." if entry.normalize else ".")),
+                     TensorSpec("tokens", "INT64", (-1,), "Tokens each string cost.")))
+    inputs = tuple(TensorSpec(t.name, t.datatype, t.shape, t.description + (
+        f" [-1, {math.prod(t.shape[1:])}] is accepted too." if _flat(t.shape) else ""),
+        also_accepts=((-1, math.prod(t.shape[1:])),) if _flat(t.shape) else ()) for t in entry.signature.inputs)
+    outputs = [TensorSpec(t.name, t.datatype, t.shape, t.description, labels=entry.labels if i == 0 else ())
+               for i, t in enumerate(entry.signature.outputs)]
+    if entry.labels:
+        outputs[0] = TensorSpec(outputs[0].name, "FP32" if entry.postprocess == "softmax" else outputs[0].datatype,
+                                outputs[0].shape, (outputs[0].description + " Supports the classification extension.").strip(),
+                                labels=entry.labels)
+        outputs.append(TensorSpec("label", "INT64", (-1,), "Index of the most likely class."))
+    return TensorModel(entry, inputs, tuple(outputs))
 
 
-class EmbedderTensorModel(TensorModel):
-    async def predict(self, backends: ModelBackends, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = []
-        for i, element in enumerate(inputs["text"].reshape(-1)):
-            try:
-                text = element.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput(f"Element {i} of input 'text' is not valid UTF-8.", "text") from None
-            if not text.strip():
-                raise InvalidInput(f"Element {i} of input 'text' is empty; every element must contain text.", "text")
-            texts.append(text)
-        result = await backends.embed(texts)
-        return {"embedding": np.asarray(result["vectors"], dtype=np.float32),
-                "tokens": np.asarray(result["tokens"], dtype=np.int64)}
-
-
-TENSOR_MODELS: dict[str, TensorModel] = {model.name: model for model in (
-    DigitsTensorModel(
-        name="digits",
-        inputs=(TensorSpec("pixels", "FP32", (-1, 8, 8), "One 8x8 image per row, ink from 0 (background) to 16; "
-                           "[-1, 64] is accepted too.", also_accepts=((-1, 64),)),),
-        outputs=(TensorSpec("probabilities", "FP32", (-1, 10), "Probability of each digit 0..9. Supports the "
-                            "classification extension.", labels=tuple(str(d) for d in range(10))),
-                 TensorSpec("label", "INT64", (-1,), "The most likely digit.")),
-    ),
-    EmbedderTensorModel(
-        name="embedder",
-        inputs=(TensorSpec("text", "BYTES", (-1,), "UTF-8 strings to embed, one per element; [-1, 1] is accepted too.",
-                           also_accepts=((-1, 1),)),),
-        outputs=(TensorSpec("embedding", "FP32", (-1, EMBEDDING_DIMENSIONS), "L2-normalised sentence embeddings."),
-                 TensorSpec("tokens", "INT64", (-1,), "Tokens each string cost.")),
-    ),
-)}
+def _flat(shape: tuple[int, ...]) -> bool:
+    """Rows of fixed multi-dimensional shape may also be sent flat, as tritonclient users often do."""
+    return len(shape) > 2 and -1 not in shape[1:]
 
 
 @dataclass
@@ -104,31 +113,34 @@ class InferenceResult:
 
 
 class DataPlane:
-    def __init__(self, backends: ModelBackends, models: dict[str, TensorModel] | None = None) -> None:
-        self.backends = backends
-        self.models = TENSOR_MODELS if models is None else models
+    def __init__(self, core: Core) -> None:
+        self.core = core
 
     def model(self, name: str, version: str | None = None) -> TensorModel:
-        model = self.models.get(name)
-        if model is None:
-            problem = "has no tensor interface; use the /v1 API" if name in self.backends.names else "is unknown"
-            raise ModelNotFound(f"Model {name!r} {problem}. Tensor models: {', '.join(self.models)}.", "model")
+        entry = self.core.catalogue.entries.get(name)
+        if entry is None or entry.kind not in TENSOR_KINDS:
+            tensor_models = [m for m in self.core.catalogue.names if self.core.catalogue.get(m).kind in TENSOR_KINDS]
+            problem = "has no tensor interface; use the /v1 API" if entry is not None else "is unknown"
+            raise ModelNotFound(f"Model {name!r} {problem}. Tensor models: {', '.join(tensor_models)}.", "model")
         if version not in (None, MODEL_VERSION):
             raise ModelNotFound(f"Model {name!r} has no version {version!r}. Versions: {MODEL_VERSION}.", "model_version")
-        return model
+        return tensor_model(entry)
 
     @staticmethod
     def server_metadata() -> dict:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
     async def server_ready(self) -> list[ModelStatus]:
-        return await self.backends.statuses()
+        return await self.core.client.statuses()
 
     async def model_ready(self, name: str, version: str | None = None) -> ModelStatus:
-        return await self.backends.status(self.model(name, version).name)
+        return await self.core.client.status(self.model(name, version).name)
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict:
+    async def model_metadata(self, name: str, version: str | None = None) -> dict:
         model = self.model(name, version)
+        if model.entry.kind == "sentence-embedding":  # the vector size is the model's: ask its replica
+            status = await self.core.client.status(name)
+            model = tensor_model(model.entry, int(status.info.get("dimensions", -1)))
 
         def tensors(specs: tuple[TensorSpec, ...]) -> list[dict]:
             return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
@@ -145,7 +157,7 @@ class DataPlane:
         for output in requested:  # check before running the model
             self._output_spec(model, output)
             _classification_count(model, output)
-        results = await model.predict(self.backends, arrays)
+        results = await model.predict(self.core, arrays)
         binary_default = bool((request.parameters or {}).get("binary_data_output", False))
         outputs, binary = [], []
         for output in requested:

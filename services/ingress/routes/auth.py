@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from services.errors import InvalidInput, NotFound
 from services.ingress.auth import COOKIE_NAME, Authenticator, Principal
+from services.ingress.dependencies import require_scope
 from services.ingress.schemas import ERROR_RESPONSES
 from services.storage.db import run_in_session
 from services.storage.repositories import KeyRepository
@@ -32,6 +33,7 @@ def get_authenticator(request: Request) -> Authenticator:
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+ADMIN_ONLY = require_scope("admin")
 
 
 def _safe_next(target: str | None) -> str:
@@ -118,7 +120,7 @@ def _info(key) -> dict:
             "created_at": key.created_at.isoformat(), "revoked": key.revoked_at is not None}
 
 
-@router.post("/v1/keys", response_model=CreatedKeyInfo, status_code=201)
+@router.post("/v1/keys", response_model=CreatedKeyInfo, status_code=201, dependencies=[ADMIN_ONLY])
 async def create_key(body: KeyCreate, authenticator: AuthenticatorDep) -> CreatedKeyInfo:
     """Create an API key (admin scope). The secret is in the response once and stored only as a hash."""
     def create(s) -> CreatedKeyInfo:
@@ -128,13 +130,13 @@ async def create_key(body: KeyCreate, authenticator: AuthenticatorDep) -> Create
     return await run_in_session(authenticator.database_url, create)
 
 
-@router.get("/v1/keys", response_model=list[KeyInfo])
+@router.get("/v1/keys", response_model=list[KeyInfo], dependencies=[ADMIN_ONLY])
 async def list_keys(authenticator: AuthenticatorDep) -> list[KeyInfo]:
     """List API keys (admin scope); secrets are never shown again."""
     return await run_in_session(authenticator.database_url, lambda s: [KeyInfo(**_info(k)) for k in KeyRepository.list(s)])
 
 
-@router.delete("/v1/keys/{key_id}", status_code=204)
+@router.delete("/v1/keys/{key_id}", status_code=204, dependencies=[ADMIN_ONLY])
 async def revoke_key(key_id: str, authenticator: AuthenticatorDep) -> Response:
     """Revoke an API key (admin scope); tokens minted from it stop working within the key cache time."""
     if not await run_in_session(authenticator.database_url, lambda s: KeyRepository.revoke(s, key_id)):

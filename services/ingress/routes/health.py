@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from services.ingress.dependencies import BackendsDep
+from services.ingress.dependencies import ClientDep
 from services.ingress.schemas import SERVER_ERROR, Liveness, Readiness
 
 router = APIRouter(prefix="/health", tags=["health"], responses=SERVER_ERROR)
@@ -17,15 +17,15 @@ async def live() -> dict:
 
 @router.get("/ready", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "At least one model deployment did not answer."}})
-async def ready(backends: BackendsDep) -> JSONResponse:
+async def ready(client: ClientDep) -> JSONResponse:
     """Ready only when every model deployment (and the job runner) answers."""
-    statuses = await backends.statuses(include_services=True)
+    statuses = await client.statuses(include_services=True)
     def entry(status) -> dict:
         return {"ready": status.ready, **({"error": status.error} if status.error else {})}
 
     body = {
         "status": "ready" if all(s.ready for s in statuses) else "not ready",
-        "models": {s.name: entry(s) for s in statuses if s.name in backends.handles},
-        **({"services": {s.name: entry(s) for s in statuses if s.name in backends.services}} if backends.services else {}),
+        "models": {s.name: entry(s) for s in statuses if s.name in client.handles},
+        **({"services": {s.name: entry(s) for s in statuses if s.name in client.services}} if client.services else {}),
     }
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)

@@ -7,8 +7,8 @@ from html import escape
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from services.ingress.backends import MODEL_DESCRIPTIONS
-from services.ingress.dependencies import BackendsDep
+from services.core.catalogue import describe, faces
+from services.ingress.dependencies import CatalogueDep, ClientDep
 from services.ingress.schemas import AUTH_ERRORS, SERVER_ERROR
 
 router = APIRouter(tags=["index"], responses={**AUTH_ERRORS, **SERVER_ERROR})
@@ -22,24 +22,24 @@ def _wants_json(request: Request) -> bool:
 
 
 @router.get("/", responses={200: {"content": {"text/html": {}, "application/json": {}}}})
-async def index(request: Request, backends: BackendsDep):
+async def index(request: Request, client: ClientDep, catalogue: CatalogueDep):
     """Every model with its status, every UI, and the API docs."""
-    statuses = await backends.statuses()
-    remotes = await backends.remote_statuses()
+    statuses = await client.statuses()
+    remotes = await client.remote_statuses()
     body = {
         "service": "raydio",
         "models": [
-            {"name": s.name, "ready": s.ready, "model_id": s.info.get("model_id"), "device": s.info.get("device"),
-             "description": MODEL_DESCRIPTIONS.get(s.name, ""), **({"error": s.error} if s.error else {})}
+            {"name": s.name, "kind": catalogue.get(s.name).kind, "ready": s.ready,
+             "model_id": s.info.get("model_id") or catalogue.get(s.name).identity, "device": s.info.get("device"),
+             "description": describe(catalogue.get(s.name)), "routes": faces(catalogue.get(s.name)),
+             **({"error": s.error} if s.error else {})}
             for s in statuses
         ],
         "remotes": [{"name": r.name, "path": f"/v1/remote/{r.name}", "target": r.info.get("model_id"),
                      "description": r.info.get("description", "")} for r in remotes],
         "uis": [{"name": name, "path": f"/ui/{name}/", "description": text} for name, text in request.app.state.uis.items()],
         "app": "/app",
-        "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "embeddings": "/v1/embeddings",
-                "chat": "/v1/chat/completions", "digits": "/v1/digits/classify",
-                "digits_image": "/v1/digits/classify-image", "open_inference_protocol": "/v2",
+        "api": {"docs": "/docs", "openapi": "/openapi.json", "models": "/v1/models", "open_inference_protocol": "/v2",
                 "mcp": "/mcp/", "health": "/health/ready"},
     }
     if _wants_json(request):
@@ -50,8 +50,9 @@ async def index(request: Request, backends: BackendsDep):
 def _render(body: dict) -> str:
     models = "".join(
         f"<tr><td><code>{escape(m['name'])}</code></td><td>{escape(m['model_id'] or '-')}</td>"
-        f"<td>{escape(m['device'] or '-')}</td><td class={'ok' if m['ready'] else 'bad'}>"
-        f"{'ready' if m['ready'] else 'not ready'}</td><td>{escape(m['description'])}</td></tr>"
+        f"<td>{escape(m['kind'])}</td><td>{escape(m['device'] or '-')}</td><td class={'ok' if m['ready'] else 'bad'}>"
+        f"{'ready' if m['ready'] else 'not ready'}</td><td>{escape(m['description'])}<br>"
+        f"{' · '.join(f'<code>{escape(r)}</code>' for r in m['routes'])}</td></tr>"
         for m in body["models"]
     )
     uis = "".join(f"<li><a href='{u['path']}'>{escape(u['path'])}</a> — {escape(u['description'])}</li>" for u in body["uis"])
@@ -65,5 +66,5 @@ table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;
 .ok{{color:#11772d;font-weight:600}}.bad{{color:#b3261e;font-weight:600}}code{{background:#f3f3f3;padding:0 .2rem}}</style>
 </head><body><h1>raydio</h1><p>PyTorch models on Ray Serve. <a href="/docs">API docs</a> ·
 <a href="/health/ready">readiness</a> · <a href="/app">the app</a></p>
-<h2>Models</h2><table><tr><th>name</th><th>model</th><th>device</th><th>status</th><th></th></tr>{models}</table>
+<h2>Models</h2><table><tr><th>name</th><th>model</th><th>kind</th><th>device</th><th>status</th><th></th></tr>{models}</table>
 <h2>UIs</h2><ul>{uis or '<li>none mounted</li>'}</ul><h2>REST</h2><ul>{api}</ul></body></html>"""

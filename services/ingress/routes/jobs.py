@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
-from services.ingress.dependencies import JobsDep, LimitsDep
-from services.ingress.jobs import job_params
+from services.ingress.dependencies import CallerDep, JobsDep
 from services.ingress.schemas import ERROR_RESPONSES, CompleteJob, JobCreate, JobInfo
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={k: ERROR_RESPONSES[k] for k in (400, 404)})
@@ -16,30 +15,29 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={k: ERROR_RESPONS
 
 @router.post("", status_code=202, response_model=JobInfo)
 async def submit_job(body: Annotated[JobCreate, Body(examples=[{"kind": "embed", "inputs": ["first text", "second text"]}])],
-                     request: Request, jobs: JobsDep, limits: LimitsDep) -> JSONResponse:
+                     caller: CallerDep, jobs: JobsDep) -> JSONResponse:
     """Store a batch of texts to embed, grids to classify or prompts to complete; it runs in the background.
 
     The job is in the database before this answers 202, so it survives a restart of the ingress or the runner.
     """
     generation = {"max_tokens": body.max_tokens, "temperature": body.temperature} if isinstance(body, CompleteJob) else {}
-    params = job_params(body.kind, body.inputs, request.app.state.jobs_args.max_items, limits, **generation)
-    job = await jobs.submit(request.state.principal.key_id, body.kind, body.inputs, params)
+    job = await jobs.submit(caller.key_id, body.kind, body.inputs, body.model, **generation)
     return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
 
 @router.get("", response_model=list[JobInfo])
-async def list_jobs(request: Request, jobs: JobsDep) -> list[dict]:
+async def list_jobs(caller: CallerDep, jobs: JobsDep) -> list[dict]:
     """This key's most recent jobs with their progress (results omitted)."""
-    return await jobs.list(request.state.principal.key_id)
+    return await jobs.list(caller.key_id)
 
 
 @router.get("/{job_id}", response_model=JobInfo)
-async def get_job(job_id: str, request: Request, jobs: JobsDep) -> dict:
+async def get_job(job_id: str, caller: CallerDep, jobs: JobsDep) -> dict:
     """Status and progress; `results` once the job succeeded."""
-    return await jobs.get(request.state.principal.key_id, job_id)
+    return await jobs.get(caller.key_id, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobInfo)
-async def cancel_job(job_id: str, request: Request, jobs: JobsDep) -> dict:
+async def cancel_job(job_id: str, caller: CallerDep, jobs: JobsDep) -> dict:
     """Cancel a queued or running job; the runner stops at its next chunk. Finished jobs are left as they are."""
-    return await jobs.cancel(request.state.principal.key_id, job_id)
+    return await jobs.cancel(caller.key_id, job_id)

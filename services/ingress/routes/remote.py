@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.ingress.dependencies import BackendsDep
+from services.ingress.dependencies import ClientDep
 from services.ingress.schemas import ERROR_RESPONSES, RemoteRequest, RemoteResponse
 
 router = APIRouter(prefix="/v1/remote", tags=["remote"], responses={
@@ -14,6 +14,6 @@ router = APIRouter(prefix="/v1/remote", tags=["remote"], responses={
 
 
 @router.post("/{name}", response_model=RemoteResponse)
-async def call_remote(name: str, body: RemoteRequest, backends: BackendsDep) -> RemoteResponse:
+async def call_remote(name: str, body: RemoteRequest, client: ClientDep) -> RemoteResponse:
     """Call a configured remote Gradio app (`remotes` in the Serve config) with positional inputs."""
-    return RemoteResponse(backend=name, output=await backends.call_remote(name, body.inputs))
+    return RemoteResponse(backend=name, output=await client.call_remote(name, body.inputs))

@@ -17,7 +17,7 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 from services.errors import InvalidInput
-from services.ingress.dependencies import BackendsDep, LimitsDep
+from services.ingress.dependencies import CoreDep, LimitsDep
 from services.ingress.oip.dataplane import DataPlane, InferenceResult
 from services.ingress.oip.types import (
     V2_ERROR_RESPONSES,
@@ -38,8 +38,8 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], response
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def get_dataplane(backends: BackendsDep) -> DataPlane:
-    return DataPlane(backends)
+def get_dataplane(core: CoreDep) -> DataPlane:
+    return DataPlane(core)
 
 
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
@@ -77,7 +77,7 @@ async def server_ready(dataplane: DataPlaneDep) -> JSONResponse:
             summary="Model metadata (version)", operation_id="v2_model_version_metadata")
 async def model_metadata(name: str, dataplane: DataPlaneDep, version: str | None = None) -> dict:
     """Inputs and outputs with datatypes and shapes (-1: variable), and the versions served."""
-    return dataplane.model_metadata(name, version)
+    return await dataplane.model_metadata(name, version)
 
 
 @router.get("/models/{name}/ready", response_model=ModelReady, responses=_MODEL_ROUTE, summary="Model readiness",

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from services.core.chat import Sampling
+from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.ui.context import UIContext, owner
+from services.ingress.ui.context import model_choice, owner, queue_size
 
 
 def _agent(request: gr.Request) -> str | None:
@@ -14,34 +16,26 @@ def _agent(request: gr.Request) -> str | None:
     return (request.query_params or {}).get("agent") or (request.headers or {}).get("x-raydio-agent") or None
 
 
-def build_chat_ui(ctx: UIContext) -> gr.Blocks:
-    backends, sessions = ctx.backends, ctx.sessions
+def build_chat_ui(core: Core) -> gr.Blocks:
+    sessions, limits = core.sessions, core.limits
 
     async def respond(message: str, history: list[dict], max_tokens: int, temperature: float, saved: dict,
-                      request: gr.Request):
+                      model: str | None = None, request: gr.Request = None):
         """Answer `message`, continuing this browser's stored session; streams the growing answer."""
         owner_id, agent = owner(request), _agent(request)
         saved = dict(saved or {})
+        answer = ""
         try:
             session_id = saved.get(agent or "")
             if session_id is None:
                 session_id = (await sessions.create(owner_id, message[:80], agent))["id"]
                 saved[agent or ""] = session_id
-            new = [{"role": "user", "content": message}]
-            conversation = await sessions.conversation(owner_id, session_id, new)
-            params = {"max_tokens": int(max_tokens), "temperature": float(temperature), "top_p": 0.95, "stop": (),
-                      "seed": None}
-            answer, first, completion_tokens = "", None, 0
-            async for chunk in backends.chat(conversation.messages, params):
-                if first is None:
-                    first = chunk
-                    continue
+            turn = await core.chat.start(owner_id, [{"role": "user", "content": message}], model,
+                                         Sampling(max_tokens=int(max_tokens), temperature=float(temperature)), session_id)
+            async for chunk in turn.chunks():
                 answer += chunk["text"]
-                completion_tokens = chunk["completion_tokens"] or completion_tokens
                 if chunk["text"]:
                     yield answer, saved
-            await sessions.append(owner_id, session_id, [*new, {"role": "assistant", "content": answer}],
-                                  [*first["message_tokens"][conversation.new_from:], completion_tokens])
         except RaydioError as exc:
             if exc.param == "session_id":  # deleted elsewhere: start afresh next time
                 saved.pop(agent or "", None)
@@ -61,10 +55,11 @@ def build_chat_ui(ctx: UIContext) -> gr.Blocks:
             return heading, []
         return heading, [{"role": m["role"], "content": m["content"]} for m in stored["messages"] if m["role"] != "system"]
 
+    running, waiting = queue_size(core, "text-generation")
     with gr.Blocks(title="raydio · chat") as demo:
         heading = gr.Markdown("## Chat")
-        gr.Markdown("SmolLM2-135M-Instruct served by Ray Serve; answers stream token by token and are kept in "
-                    "your session.")
+        gr.Markdown("A text-generation model of the catalogue, served by Ray Serve; answers stream token by token "
+                    "and are kept in your session.")
         saved = gr.BrowserState({}, storage_key="raydio-chat-sessions")
         chatbot = gr.Chatbot(height=420, label="Conversation")
         gr.ChatInterface(
@@ -72,16 +67,21 @@ def build_chat_ui(ctx: UIContext) -> gr.Blocks:
             chatbot=chatbot,
             textbox=gr.Textbox(label="Message", placeholder="Ask something…", submit_btn=True),
             additional_inputs=[
-                gr.Slider(1, 512, value=128, step=1, label="Max new tokens"),
+                gr.Slider(1, limits.max_completion_tokens, value=min(128, limits.max_completion_tokens), step=1,
+                          label="Max new tokens"),
                 gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature"),
                 saved,
+                model_choice(core, "text-generation"),  # last, so clients that predate it keep their positions
             ],
             additional_outputs=[saved],
-            examples=[["Give me three tips for a good night's sleep.", 128, 0.7, {}]],
+            examples=[["Give me three tips for a good night's sleep.", min(128, limits.max_completion_tokens), 0.7, {},
+                       core.catalogue.default("text-generation")]],
             cache_examples=False,
             api_name="chat",
+            concurrency_limit=running,
             api_description="Send a message; returns the assistant's reply (streamed) and the browser's session map. "
                             "The conversation continues the stored session.",
         )
         demo.load(restore, inputs=[saved], outputs=[heading, chatbot], api_visibility="private")
-    return demo
+    # As many generations at once as the deployments batch; a bounded wait behind them, refused at once when full.
+    return demo.queue(max_size=waiting)

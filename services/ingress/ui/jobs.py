@@ -4,16 +4,17 @@ import json
 
 import gradio as gr
 
+from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.ui.context import UIContext, owner
+from services.ingress.ui.context import owner
 
 COLUMNS = ["id", "kind", "status", "done", "total", "created (UTC)", "error"]
 
 
-def build_jobs_ui(ctx: UIContext) -> gr.Blocks:
+def build_jobs_ui(core: Core) -> gr.Blocks:
     async def list_jobs(request: gr.Request) -> list[list]:
         """This key's recent jobs with live progress."""
-        jobs = await ctx.jobs.list(owner(request), limit=30)
+        jobs = await core.jobs.list(owner(request), limit=30)
         return [[j["id"], j["kind"], j["status"], j["progress"]["done"], j["progress"]["total"],
                  (j["created_at"] or "")[:19].replace("T", " "), j["error"] or ""] for j in jobs]
 
@@ -26,9 +27,8 @@ def build_jobs_ui(ctx: UIContext) -> gr.Blocks:
             inputs = [json.loads(item) for item in items] if kind == "classify" else items
         except json.JSONDecodeError as exc:
             raise gr.Error(f"Line is not a JSON 8x8 grid: {exc}") from exc
-        params = {"max_tokens": 64, "temperature": 0.7, "top_p": 1.0, "stop": (), "seed": None} if kind == "complete" else {}
-        try:
-            job = await ctx.jobs.submit(owner(request), kind, inputs, params)
+        try:  # the same validation and limits as POST /v1/jobs and MCP's submit_job
+            job = await core.jobs.submit(owner(request), kind, inputs)
         except RaydioError as exc:
             raise gr.Error(exc.message) from exc
         return f"Submitted job `{job['id']}` with {job['progress']['total']} inputs.", await list_jobs(request)

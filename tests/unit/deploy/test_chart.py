@@ -28,17 +28,19 @@ from tests.unit.deploy.manifests import (
 )
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# The least a multi-pod install must add to the defaults: a database every pod shares (SQLite per pod is refused).
+SHARED_DB = {"secrets": {"databaseUrl": "postgresql+psycopg://raydio@postgres/raydio"}}
 BAD_VALUES = sorted((Path(__file__).parent / "bad-values").glob("*.yaml"))
-VARIANTS = {"defaults": None} | {path.stem: path for path in CI_VALUES}
+VARIANTS = {"defaults": SHARED_DB} | {path.stem: path for path in CI_VALUES}
 # ServiceMonitor is the alternative to the PodMonitor of monitoring-values.yaml; render it too.
-EXTRA_VARIANTS = {"service-monitor": {"monitoring": {"serviceMonitor": {"enabled": True}}}}
+EXTRA_VARIANTS = {"service-monitor": {**SHARED_DB, "monitoring": {"serviceMonitor": {"enabled": True}}}}
 
 
 def _values(variant: str) -> dict | None:
     if variant in EXTRA_VARIANTS:
         return EXTRA_VARIANTS[variant]
     path = VARIANTS[variant]
-    return load_values(path) if path else None
+    return load_values(path) if isinstance(path, Path) else path
 
 
 ALL_VARIANTS = [*VARIANTS, *EXTRA_VARIANTS]
@@ -72,7 +74,7 @@ def test_every_rendered_object_validates_for_every_supported_kubernetes(variant)
 
 def test_validation_catches_unknown_fields_and_kinds():
     """The checks above could fail: a typo in a pod template, a CRD field or an unknown kind is reported."""
-    rayservice = find(render(), "RayService")[0]
+    rayservice = find(render(SHARED_DB), "RayService")[0]
     bad = json.loads(json.dumps(rayservice))
     bad["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
     bad["spec"]["upgradeStrategy"]["typo"] = 1
@@ -108,7 +110,7 @@ def test_local_serve_config_pastes_into_the_chart():
     """serveConfig mirrors configs/serve/*.yaml: the local file is accepted with only the cluster's network settings changed."""
     local = yaml.safe_load((ROOT / "configs" / "serve" / "local.yaml").read_text())
     cluster = {"proxy_location": "EveryNode", "http_options": {**local["http_options"], "host": "0.0.0.0"}}
-    values = {"serveConfig": {**local, **cluster},
+    values = {**SHARED_DB, "serveConfig": {**local, **cluster},
               "workers": {"gpu": {"enabled": False}}}
     rayservice = find(render(values), "RayService")[0]
     assert yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"] == local["applications"]
@@ -139,7 +141,7 @@ def test_pods_are_locked_down_and_have_the_scratch_space_ray_needs(variant):
 
 
 def test_head_serves_no_models_and_gpu_workers_get_whole_gpus():
-    spec = find(render(), "RayService")[0]["spec"]
+    spec = find(render(SHARED_DB), "RayService")[0]["spec"]
     cluster = spec["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert spec["excludeHeadPodFromServeSvc"] is True
@@ -184,7 +186,7 @@ def test_secret_or_existing_secret_reaches_every_raydio_container():
     created = render({"secrets": {"jwtSecret": "k" * 32, "databaseUrl": "postgresql+psycopg://db/raydio"}})
     secret = find(created, "Secret")[0]
     assert secret["stringData"] == {"RAYDIO_JWT_SECRET": "k" * 32, "RAYDIO_DATABASE_URL": "postgresql+psycopg://db/raydio"}
-    generated = find(render(), "Secret")[0]["stringData"]["RAYDIO_JWT_SECRET"]
+    generated = find(render(SHARED_DB), "Secret")[0]["stringData"]["RAYDIO_JWT_SECRET"]
     assert len(generated) == 48
     existing = render({"secrets": {"existingSecret": "mine"}})
     assert not find(existing, "Secret")
@@ -196,19 +198,19 @@ def test_secret_or_existing_secret_reaches_every_raydio_container():
 
 
 def test_every_pod_migrates_the_database_before_ray_starts():
-    for template in _pod_templates(find(render(), "RayService")[0]):
+    for template in _pod_templates(find(render(SHARED_DB), "RayService")[0]):
         (init,) = template["spec"]["initContainers"]
         assert init["command"][:2] == ["python", "-c"] and "migrate(url)" in init["command"][2]
         # The same /tmp as the Ray container: the default SQLite file lives under HOME=/tmp.
         assert {"name": "tmp", "mountPath": "/tmp"} in init["volumeMounts"]
         assert init["securityContext"]["readOnlyRootFilesystem"] is True
-    without = find(render({"migrations": {"enabled": False}}), "RayService")[0]
+    without = find(render({**SHARED_DB, "migrations": {"enabled": False}}), "RayService")[0]
     assert all("initContainers" not in t["spec"] for t in _pod_templates(without))
 
 
 def test_migration_command_runs_against_a_fresh_sqlite_database(tmp_path):
     """The init container's Python, run here as the pod would: HOME on an empty folder, production settings."""
-    template = _pod_templates(find(render(), "RayService")[0])[0]
+    template = _pod_templates(find(render(SHARED_DB), "RayService")[0])[0]
     command = template["spec"]["initContainers"][0]["command"]
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
            "RAYDIO_ENVIRONMENT": "production", "RAYDIO_JWT_SECRET": "s" * 48}
@@ -218,7 +220,7 @@ def test_migration_command_runs_against_a_fresh_sqlite_database(tmp_path):
 
 
 def test_monitoring_objects_only_when_asked_and_rules_come_from_the_rule_file():
-    assert not {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ConfigMap"} & {o["kind"] for o in render()}
+    assert not {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ConfigMap"} & {o["kind"] for o in render(SHARED_DB)}
     objects = render(load_values(CHART / "ci" / "monitoring-values.yaml"))
     rules = yaml.safe_load((CHART / "files" / "raydio-alerts.rules.yaml").read_text())
     assert find(objects, "PrometheusRule")[0]["spec"] == rules
@@ -245,8 +247,43 @@ def test_bad_values_are_rejected_with_every_problem_named(path):
         assert helm.lint(CHART, load_values(path), strict=True)["errors"]
 
 
+def _one_app(ingress_max: int, jobs_max: int) -> dict:
+    args = {"device": "cpu", "ingress": {"autoscaling": {"min_replicas": 1, "max_replicas": ingress_max}},
+            "jobs": {"autoscaling": {"min_replicas": 1, "max_replicas": jobs_max}}}
+    return {"applications": [{"name": "raydio", "route_prefix": "/", "import_path": "services.app:build_app", "args": args}]}
+
+
+def test_a_sqlite_file_per_pod_is_refused_when_several_pods_open_the_database():
+    """With no database URL each pod gets its own SQLite file: keys made on one pod are unknown on the next."""
+    with pytest.raises(helm.HelmError) as info:
+        render()  # the defaults: ingress 1 + jobs 2 replicas over up to 4 GPU + 4 CPU pods
+    message = str(info.value)
+    assert "secrets.databaseUrl is empty" in message and "3 replicas open the database" in message
+    assert "raydio.ingress: 1, raydio.jobs: 2" in message and "up to 8 worker pods" in message
+    one_cpu_pod = {"workers": {"gpu": {"enabled": False}, "cpu": {"minReplicas": 1, "maxReplicas": 1}}}
+    two_cpu_pods = {"workers": {"gpu": {"enabled": False}, "cpu": {"minReplicas": 1, "maxReplicas": 2}}}
+    refused = [
+        {"secrets": {"databaseUrl": "sqlite:////data/raydio.db"}},
+        {"env": [{"name": "RAYDIO_DATABASE_URL", "value": "sqlite:////data/raydio.db"}]},
+        {**two_cpu_pods, "serveConfig": _one_app(1, 1)},  # one ingress and one runner may land on different pods
+        {**one_cpu_pod, "workers": {"cpu": {"maxReplicas": 1}}, "serveConfig": _one_app(1, 2)},  # GPU group still on
+    ]
+    for values in refused:
+        with pytest.raises(helm.HelmError, match="every pod opens its own SQLite file"):
+            render(values)
+    accepted = [
+        SHARED_DB,
+        {"secrets": {"existingSecret": "mine"}},  # holds RAYDIO_DATABASE_URL (the chart cannot read it)
+        {"env": [{"name": "RAYDIO_DATABASE_URL", "value": "postgresql+psycopg://db/raydio"}]},
+        {**one_cpu_pod, "serveConfig": _one_app(1, 2)},  # every replica on the one pod: one file, shared
+        {**two_cpu_pods, "serveConfig": _one_app(1, 0 + 1), "secrets": {"databaseUrl": "postgresql://db/raydio"}},
+    ]
+    for values in accepted:
+        assert find(render(values), "RayService"), values
+
+
 def test_notes_tell_how_to_reach_the_uis_and_the_api():
-    notes = render_notes()
+    notes = render_notes(SHARED_DB)
     assert "port-forward svc/raydio-serve-svc 8000:8000" in notes and "/ui/chat/" in notes
     with_ingress = render_notes(load_values(CHART / "ci" / "gpu-values.yaml"))
     assert "https://raydio.example.com/ui/chat/" in with_ingress and "https://raydio.example.com/v1" in with_ingress
@@ -275,16 +312,18 @@ def test_every_value_is_documented():
 
 def _promtool() -> str:
     path = shutil.which("promtool")
-    assert path, "promtool is missing: apt-get install prometheus (see .ci/run)"
+    assert path, "promtool is missing: apt-get install prometheus (`make test` does, as root)"
     return path
 
 
+@pytest.mark.requires_promtool
 def test_alert_rules_pass_promtool():
     result = subprocess.run([_promtool(), "check", "rules", str(CHART / "files" / "raydio-alerts.rules.yaml")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.requires_promtool
 def test_dashboard_queries_are_valid_promql(tmp_path):
     """promtool parses every panel query, once Grafana's variables are replaced by plain values."""
     dashboard = json.loads((CHART / "files" / "raydio-dashboard.json").read_text())

@@ -216,8 +216,15 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- end }}
 {{- $gpuWanted := false }}
 {{- range $app := $v.serveConfig.applications }}
+{{- $deps := dict }}
 {{- range $name, $dep := ($app.args | default dict) }}
-{{- if and (kindIs "map" $dep) (gt (float64 ($dep.num_gpus | default 0)) 0.0) }}
+{{- if kindIs "map" $dep }}{{- $_ := set $deps $name $dep }}{{- end }}
+{{- end }}
+{{- range $i, $model := (($app.args | default dict).models | default list) }}
+{{- $_ := set $deps (printf "models[%s].deployment" $model.name) ($model.deployment | default dict) }}
+{{- end }}
+{{- range $name, $dep := $deps }}
+{{- if gt (float64 ($dep.num_gpus | default 0)) 0.0 }}
 {{- $gpuWanted = true }}
 {{- if not $v.workers.gpu.enabled }}
 {{- $errors = append $errors (printf "serveConfig.applications[%s].args.%s.num_gpus is %v but workers.gpu.enabled is false: the replica could never be placed." $app.name $name $dep.num_gpus) }}
@@ -253,6 +260,31 @@ failure, so a values file is fixed in one round instead of one error per `helm i
 {{- end }}
 {{- if and $v.secrets.existingSecret (or $v.secrets.jwtSecret $v.secrets.databaseUrl) }}
 {{- $errors = append $errors "secrets: set existingSecret or the individual secrets (jwtSecret, databaseUrl), not both; the individual values would be ignored." }}
+{{- end }}
+{{- /* A SQLite URL (the default when none is set) is a file inside each pod: with more than one pod able to run a
+replica that opens the database (ingress: keys and sessions; jobs: the job queue), each would see its own data. */}}
+{{- $dbUrl := $v.secrets.databaseUrl }}
+{{- range $entry := $v.env }}{{- if eq (toString $entry.name) "RAYDIO_DATABASE_URL" }}{{- $dbUrl = toString $entry.value }}{{- end }}{{- end }}
+{{- if and (not $v.secrets.existingSecret) (or (not $dbUrl) (hasPrefix "sqlite" (lower $dbUrl))) }}
+{{- $pods := 0 }}
+{{- if $v.workers.gpu.enabled }}{{- $pods = add $pods (int $v.workers.gpu.maxReplicas) }}{{- end }}
+{{- if $v.workers.cpu.enabled }}{{- $pods = add $pods (int $v.workers.cpu.maxReplicas) }}{{- end }}
+{{- $openers := list }}
+{{- $replicas := 0 }}
+{{- range $app := $v.serveConfig.applications }}
+{{- if eq (toString $app.import_path) "services.app:build_app" }}
+{{- $args := $app.args | default dict }}
+{{- range $name := list "ingress" "jobs" }}
+{{- $section := get $args $name | default dict }}
+{{- $max := int ((get $section "autoscaling" | default dict).max_replicas | default 1) }}
+{{- $replicas = add $replicas $max }}
+{{- $openers = append $openers (printf "%s.%s: %d" $app.name $name $max) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (gt (int $pods) 1) (gt (int $replicas) 1) }}
+{{- $errors = append $errors (printf "secrets.databaseUrl %s, so every pod opens its own SQLite file, but %d replicas open the database (max_replicas of %s) across up to %d worker pods: API keys, sessions and jobs would differ from pod to pod. Set secrets.databaseUrl (or RAYDIO_DATABASE_URL in existingSecret) to a shared database such as postgresql+psycopg://user:pass@host/raydio, or run everything on one worker pod." (ternary "is empty" (printf "is %s" $dbUrl) (not $dbUrl)) (int $replicas) (join ", " $openers) (int $pods)) }}
+{{- end }}
 {{- end }}
 {{- if $errors }}
 {{- fail (printf "\n\nraydio: %d problem(s) in the values:\n  - %s\n" (len $errors) (join "\n  - " $errors)) }}

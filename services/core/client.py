@@ -1,7 +1,8 @@
-"""The seam between routes and Serve deployments (the role KServe's ``RayModel`` plays).
+"""The typed client over the model deployments (the role KServe's ``RayModel`` plays).
 
-Routes and UIs call ``ModelBackends``; it calls the deployments' handles with a timeout and turns
-Ray's failures into domain errors that say which model failed and whether to retry.
+The core's services, and through them every face and the job runner, call ``ModelClient``; it calls the
+deployments' handles with a timeout, records a span and a metric per call, and turns Ray's failures into domain
+errors that say which model failed and whether to retry.
 """
 
 from __future__ import annotations
@@ -16,25 +17,12 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from services.core.catalogue import Catalogue
 from services.errors import InvalidInput, ModelNotFound, ModelTimeout, ModelUnavailable, NotFound, RaydioError
 from services.telemetry import tracing
 from services.telemetry.metrics import ingress_metrics
 
 logger = logging.getLogger(__name__)
-
-EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2
-
-MODEL_DESCRIPTIONS = {
-    "embedder": "Sentence embeddings (384-d, normalised) for search and similarity.",
-    "digits": "Handwritten digit classifier (CNN on scikit-learn's 8x8 digits).",
-    "chat": "Small instruction-tuned chat model with token streaming.",
-}
-
-
-def require_model(model: str, expected: str) -> None:
-    """A route serves one model; naming another is a 404 that says which one to use."""
-    if model != expected:
-        raise ModelNotFound(f"Model {model!r} cannot serve this route. Use model {expected!r}.", "model")
 
 
 @dataclass(frozen=True)
@@ -99,6 +87,12 @@ class _ObservedCall:
                                                 attributes={"raydio.model": name, "raydio.method": method})
         self.carrier = tracing.inject(trace.set_span_in_context(self.span))
 
+    def failed(self, exc: BaseException) -> BaseException:
+        """Record a call that raised; returns what the caller should raise (``exc`` itself, or its translation)."""
+        translated = _translate(self.name, exc)
+        self.finish(exc, translated)
+        return translated
+
     def finish(self, exc: BaseException | None = None, translated: BaseException | None = None) -> None:
         outcome = _outcome(exc, translated)
         if outcome not in ("ok", "cancelled"):
@@ -108,12 +102,13 @@ class _ObservedCall:
         ingress_metrics().observe_model_call(self.name, self.method, outcome, time.perf_counter() - self.started)
 
 
-class ModelBackends:
-    """Calls the model deployments. ``handles`` maps short model names to ``DeploymentHandle``s."""
+class ModelClient:
+    """Calls the model deployments. ``handles`` maps catalogue names to ``DeploymentHandle``s."""
 
-    def __init__(self, handles: dict[str, Any], timeout_s: float = 120.0, services: dict[str, Any] | None = None,
-                 remotes: dict[str, Any] | None = None) -> None:
-        self.handles = handles  # the models, by short name
+    def __init__(self, catalogue: Catalogue, handles: dict[str, Any], timeout_s: float = 120.0,
+                 services: dict[str, Any] | None = None, remotes: dict[str, Any] | None = None) -> None:
+        self.catalogue = catalogue
+        self.handles = handles  # the models, by catalogue name
         self.services = services or {}  # other deployments that readiness covers (the job runner)
         self.remotes = remotes or {}  # remote Gradio backends: listed, but their outages do not make us unready
         self.timeout_s = timeout_s
@@ -135,8 +130,7 @@ class ModelBackends:
             result = await asyncio.wait_for(getattr(handle, method).remote(*args, trace_carrier=call.carrier),
                                             timeout_s or self.timeout_s)
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
-            translated = _translate(name, exc)
-            call.finish(exc, translated)
+            translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
@@ -163,19 +157,23 @@ class ModelBackends:
             raise NotFound(f"No remote backend named {name!r}. Configured: {', '.join(self.remotes) or 'none'}.", "name")
         return await self._call(name, "predict", inputs)
 
-    async def embed(self, texts: list[str]) -> dict:
-        return await self._call("embedder", "embed", texts)
+    async def embed(self, model: str, texts: list[str]) -> dict:
+        """``{"vectors", "tokens"}`` for a sentence-embedding model."""
+        return await self._call(model, "embed", texts)
 
-    async def classify(self, grids) -> list[list[float]]:
-        return await self._call("digits", "classify", grids)
+    async def predict(self, model: str, inputs: dict) -> dict:
+        """Output arrays by name for a tensor model; ``inputs`` are arrays by input name."""
+        return await self._call(model, "predict", inputs)
 
-    async def classify_image(self, data: bytes) -> dict:
-        return await self._call("digits", "classify_image", data)
+    async def predict_image(self, model: str, data: bytes) -> dict:
+        """``{"input", "outputs"}`` for a tensor model that takes images."""
+        return await self._call(model, "predict_image", data)
 
-    async def chat(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
-        """Stream chunks from the chat deployment; errors before the first chunk surface on the first ``__anext__``."""
-        handle = self._handle("chat")
-        call = _ObservedCall("chat", "generate")
+    async def generate(self, model: str, messages: list[dict], params: dict) -> AsyncIterator[dict]:
+        """Stream chunks from a text-generation deployment; errors before the first chunk surface on the first
+        ``__anext__``."""
+        handle = self._handle(model)
+        call = _ObservedCall(model, "generate")
         stream = handle.options(stream=True).generate.remote(messages, params, trace_carrier=call.carrier)
         iterator = stream.__aiter__()
         try:
@@ -190,8 +188,7 @@ class ModelBackends:
                 call.finish(exc)
                 stream.cancel()
                 raise
-            translated = _translate("chat", exc)
-            call.finish(exc, translated)
+            translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
