@@ -3,9 +3,9 @@
 llguidance (chosen by measurement, see docs/guided-decoding.md) compiles a JSON schema into a grammar over the
 tokenizer's vocabulary. A :class:`Constraint` follows one generation: before each sampling step it says which
 tokens may come next, after it accepts the sampled token, and it says when the structure is complete. It holds
-no model and no loop, so the same object serves the single-stream loop here (:func:`generate_constrained`) and a
-batched engine (one constraint per row; :func:`fill_bitmasks` fills all rows in parallel threads, then
-:func:`apply_bitmask` masks the ``[batch, vocab]`` logits in one call).
+no model and no loop: ``generation.BatchedEngine`` keeps one per constrained row, :func:`fill_bitmasks` fills
+all those rows in parallel threads, then :func:`apply_bitmask` masks the ``[rows, vocab]`` logits in one call.
+Tool calls and ``tool_choice: auto`` compile an llguidance lark grammar (``tool_calls.lark_grammar``).
 
 Whitespace between JSON tokens is allowed but bounded (see COMPILE_OPTIONS). A grammar only guarantees a valid
 *prefix*: if ``max_tokens`` runs out first, the text is cut (finish_reason "length") and will not parse, as with
@@ -22,14 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import llguidance
 import llguidance.hf
 import numpy as np
 import torch
 
-# "Any JSON object": response_format {"type": "json_object"}.
-JSON_OBJECT_SCHEMA: dict = {"type": "object"}
+from services.models.tool_calls import (  # noqa: F401 - re-exported: the schema helpers live without torch
+    JSON_OBJECT_SCHEMA,
+    Guide,
+    check_schema,
+    lark_grammar,
+    tool_call_schema,
+)
 
 # Whitespace between JSON tokens: one space, or one newline and an indent. Forced compact JSON pushes a 135M model
 # off its habits (after "{" it wants a newline; made to write '"' it picked '",' and wrote its answer inside a
@@ -38,9 +42,6 @@ JSON_OBJECT_SCHEMA: dict = {"type": "object"}
 # by a const, where the two mean the same.
 COMPILE_OPTIONS: dict = {"whitespace_flexible": True, "whitespace_pattern": r"(\x20|\x0A\x20{0,16})?",
                          "coerce_one_of": True}
-
-_TOOL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
 
 class ConstraintError(ValueError):
     """A token was offered that the grammar does not allow (a caller that skipped the mask)."""
@@ -160,15 +161,26 @@ class GrammarCompiler:
         check_schema(schema)
         # Not sorted: properties are generated in the declared order (a tool call's name before its arguments).
         key = json.dumps(schema, separators=(",", ":"))
+        return self._compiled("json:" + key, json.loads(key),
+                              lambda: llguidance.LLMatcher.grammar_from_json_schema(key, defaults=COMPILE_OPTIONS))
+
+    def compile_guide(self, guide: Guide) -> Grammar | None:
+        """The grammar of a request's tools / tool_choice / response schema (None: unconstrained); cached by its
+        grammar text. Raises ValueError naming what llguidance refuses (e.g. ``uniqueItems``)."""
+        lark = lark_grammar(guide, COMPILE_OPTIONS)
+        if lark is None:
+            return None
+        return self._compiled("lark:" + lark, guide.as_dict(), lambda: llguidance.LLMatcher.grammar_from_lark(lark))
+
+    def _compiled(self, key: str, schema: Mapping[str, Any], grammar_text) -> Grammar:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        grammar_text = llguidance.LLMatcher.grammar_from_json_schema(key, defaults=COMPILE_OPTIONS)
-        matcher = llguidance.LLMatcher(self._tokenizer, grammar_text)
+        matcher = llguidance.LLMatcher(self._tokenizer, grammar_text())
         if matcher.is_error():
             raise ValueError(f"The JSON schema cannot be used for guided decoding: {matcher.get_error()}")
-        grammar = Grammar(json.loads(key), matcher, self.vocab_size, self.eos_ids)
+        grammar = Grammar(schema, matcher, self.vocab_size, self.eos_ids)
         with self._lock:
             self._cache[key] = grammar
             while len(self._cache) > self._cache_size:
@@ -195,80 +207,6 @@ def compile_json_schema(tokenizer, schema: Mapping[str, Any] | None, *, vocab_si
     return compiler_for(tokenizer, vocab_size, eos_ids).compile_json_schema(schema)
 
 
-def check_schema(schema: Any) -> None:
-    """Raise ValueError unless ``schema`` is a JSON schema object (checked against its metaschema)."""
-    if not isinstance(schema, Mapping):
-        raise ValueError(f"Got {type(schema).__name__} for the JSON schema. It must be a JSON object.")
-    try:
-        json.dumps(schema)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"The JSON schema is not JSON-serialisable: {exc}") from None
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise ValueError(f"Invalid JSON schema at {where}: {exc.message}") from None
-
-
-def tool_call_schema(tools: Sequence[Mapping[str, Any]], choice: str | Mapping[str, Any] = "required") -> dict:
-    """The JSON schema of one call of a declared tool: ``{"name": <tool>, "arguments": {...}}``.
-
-    ``tools`` are OpenAI tool objects (``{"type": "function", "function": {"name", "parameters", ...}}``) or bare
-    function objects. ``choice`` is ``"required"`` (any declared tool) or a named function
-    (``{"type": "function", "function": {"name": ...}}`` or the bare name). ``"auto"`` and ``"none"`` are not
-    constraints (the model may answer in text) and raise ValueError. Each branch fixes ``name`` with ``const``, so
-    the branches are disjoint and ``anyOf`` validates exactly like ``oneOf``.
-    """
-    functions: dict[str, Mapping[str, Any]] = {}
-    for i, tool in enumerate(tools or ()):
-        if not isinstance(tool, Mapping):
-            raise ValueError(f"Got {type(tool).__name__} for tools[{i}]. It must be an object.")
-        if tool.get("type", "function") != "function":
-            raise ValueError(f"Got {tool.get('type')!r} for tools[{i}].type. Only 'function' tools are supported.")
-        function = tool.get("function", tool)
-        name = function.get("name") if isinstance(function, Mapping) else None
-        if not isinstance(name, str) or not 0 < len(name) <= 64 or not set(name) <= _TOOL_NAME_CHARS:
-            raise ValueError(f"Got {name!r} for tools[{i}].function.name. It must be 1-64 of a-z, A-Z, 0-9, _ and -.")
-        if name in functions:
-            raise ValueError(f"Got the tool name {name!r} twice. Tool names must be unique.")
-        functions[name] = function
-    if not functions:
-        raise ValueError("A tool call needs at least one declared tool; tools is empty.")
-
-    if choice == "required":
-        names = list(functions)
-    elif choice in ("auto", "none"):
-        raise ValueError(f"tool_choice {choice!r} does not constrain the output; only 'required' or a function does.")
-    else:
-        name = choice if isinstance(choice, str) else (choice.get("function") or {}).get("name")
-        if name not in functions:
-            raise ValueError(f"Got {name!r} for tool_choice. It must name a declared tool: {', '.join(functions)}.")
-        names = [name]
-
-    branches = []
-    for name in names:
-        parameters = functions[name].get("parameters")
-        if parameters is None:  # OpenAI: omitted parameters means the function takes none
-            parameters = {"type": "object", "properties": {}, "additionalProperties": False}
-        check_schema(parameters)
-        if parameters.get("type", "object") != "object":
-            raise ValueError(f"Got {parameters.get('type')!r} for the type of {name}'s parameters. It must be 'object'.")
-        branches.append({
-            "type": "object",
-            "properties": {"name": {"const": name}, "arguments": {"type": "object", **parameters}},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        })
-    return branches[0] if len(branches) == 1 else {"anyOf": branches}
-
-
-def parse_tool_call(text: str) -> tuple[str, dict]:
-    """``(name, arguments)`` of a constrained tool-call output."""
-    call = json.loads(text)
-    return call["name"], call["arguments"]
-
-
 def fill_bitmasks(rows: Sequence[tuple[Constraint, int]], bitmask: torch.Tensor) -> None:
     """Fill ``bitmask[row]`` for each ``(constraint, row)``, in llguidance's thread pool (the GIL is released)."""
     if not rows:
@@ -287,41 +225,3 @@ def _executor() -> llguidance.LLExecutor:
     if _executor_instance is None:
         _executor_instance = llguidance.LLExecutor()
     return _executor_instance
-
-
-@torch.inference_mode()
-def generate_constrained(chat_model, prompt_ids: list[int], constraint: Constraint, params) -> str:
-    """Reference loop: ChatModel's single-stream sampling with the constraint's mask applied before each sample.
-
-    Stops when the constraint is terminated or EOS is sampled (allowed only where the structure may end), or at
-    ``params.max_tokens`` (then the text is a valid prefix, not a whole document). ``params.stop`` is ignored: a
-    stop string could cut the structure. Returns the generated text.
-    """
-    model, tokenizer = chat_model._model, chat_model.tokenizer
-    device = chat_model.device
-    generator = torch.Generator(device=device)
-    if params.seed is not None:
-        generator.manual_seed(params.seed)
-    else:
-        generator.seed()
-    eos_ids = chat_model._eos_ids() | constraint.eos_ids
-    bitmask = allocate_bitmask(1, constraint.vocab_size)
-    input_ids = torch.tensor([prompt_ids], device=device)
-    cache, generated = None, []
-    for _ in range(params.max_tokens):
-        with chat_model._lock:
-            out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-        cache = out.cache
-        logits = out.logits[0, -1].float()
-        constraint.fill_bitmask(bitmask)
-        apply_bitmask(logits[: constraint.vocab_size], bitmask[0])
-        logits[constraint.vocab_size:] = float("-inf")  # padding rows of a model vocabulary wider than the tokenizer
-        token = chat_model._sample(logits, params, generator)
-        if token in eos_ids:
-            break
-        constraint.advance(token)
-        generated.append(token)
-        if constraint.is_terminated():
-            break
-        input_ids = torch.tensor([[token]], device=device)
-    return tokenizer.decode(generated, skip_special_tokens=True)
