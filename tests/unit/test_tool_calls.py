@@ -299,3 +299,15 @@ def test_a_tool_with_nested_models_compiles_and_accepts_a_valid_call(deployment)
         constraint.advance(token)
     assert constraint.is_accepting()
     jsonschema.validate(arguments, tool["function"]["parameters"])
+
+
+def test_a_tool_call_turn_is_remembered_in_its_session(client):
+    session = client.post("/v1/sessions", json={"title": "weather"}).json()
+    first = client.post("/v1/chat/completions", json=_chat(tools=TOOLS, tool_choice="required", session_id=session["id"]))
+    assert first.status_code == 200, first.text
+    call = first.json()["choices"][0]["message"]["tool_calls"][0]
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 degrees."}
+    second = client.post("/v1/chat/completions", json=_chat(messages=[result], max_tokens=8, session_id=session["id"]))
+    assert second.status_code == 200, second.text
+    stored = client.get(f"/v1/sessions/{session['id']}").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
