@@ -22,7 +22,8 @@ class IngressDeployment:
         self.args = IngressArgs.model_validate(args or {})
         entries = RaydioAppArgs.model_validate({"models": catalogue}).models
         self.core = build_core(entries, models, get_settings().database_url, self.args.limits,
-                               JobsArgs.model_validate(jobs_args or {}), services={"jobs": jobs}, remotes=remotes or {})
+                               JobsArgs.model_validate(jobs_args or {}), services={"jobs": jobs}, remotes=remotes or {},
+                               actions=self.args.actions)
 
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ingress_app
