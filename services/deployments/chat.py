@@ -8,6 +8,7 @@ streams reach the engine together, and torch threads no more than the cores the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -22,8 +23,9 @@ from ray import serve
 from services.config import TextGenerationModelArgs
 from services.deployments import CatalogueDeployment
 from services.errors import InputTooLarge, InvalidInput
-from services.models import sources
+from services.models import guided, sources
 from services.models.chat import ChatModel, GenerationParams
+from services.models.tool_calls import Guide, ReplySplitter, render_messages
 from services.telemetry import tracing
 from services.telemetry.gpu import start_gpu_sampler
 from services.telemetry.metrics import chat_metrics
@@ -65,18 +67,35 @@ class ChatDeployment(CatalogueDeployment):
         self.model = ChatModel(sources.resolve(self.spec.source, Path(cache_dir)), Path(cache_dir), device,
                                max_batch_size=generation.max_batch_size,
                                max_batch_tokens=generation.max_batch_tokens).load()
+        # Grammars for tools / response_format: the llguidance tokenizer is built once here (~1-2 s); a new schema
+        # then compiles in tens of milliseconds and the last 128 are cached (keyed by their grammar text).
+        self.grammars = guided.GrammarCompiler(self.model.tokenizer, self.model.torch_model.config.vocab_size,
+                                               self.model.engine.eos_token_ids)
         self.metrics = chat_metrics()
         start_gpu_sampler(self.MODEL, self.model.device)
 
     @tracing.entrypoint
     async def generate(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
-        """Stream ``{"prompt_tokens", "message_tokens"}`` first (after validation), then ``{"text", "finish_reason",
-        "completion_tokens"}`` per step."""
+        """Stream ``{"prompt_tokens", "message_tokens"}`` first (after validation), then ``{"text", "tool_calls",
+        "finish_reason", "completion_tokens"}`` per step.
+
+        ``params["guide"]`` (``tool_calls.Guide.as_dict()``, checked by the core) asks for tools and/or a response
+        schema: the tools are rendered into the prompt, generation is masked to the grammar, and a reply that is a
+        tool call streams as OpenAI tool-call deltas (``tool_calls``) with finish_reason "tool_calls"."""
+        params = dict(params)
+        guide = Guide.from_dict(params.pop("guide", None))
         generation = GenerationParams(**params)
         try:
-            prompt_ids = self.model.prompt_ids(messages)
+            prompt_ids = self.model.prompt_ids(render_messages(messages, guide))
+            plain = render_messages(messages, Guide())  # one per message, for the per-message token counts
         except Exception as exc:  # the chat template rejects malformed conversations
             raise InvalidInput(f"The messages cannot be formatted for the model: {exc}", "messages") from exc
+        grammar = None
+        if guide.constrained:
+            try:
+                grammar = await asyncio.to_thread(self.grammars.compile_guide, guide)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), "tools" if guide.calls_tools else "response_format") from exc
         limit = min(self.limits.max_prompt_tokens, self.model.context_length - generation.max_tokens)
         if len(prompt_ids) > limit:
             raise InputTooLarge(
@@ -84,7 +103,8 @@ class ChatDeployment(CatalogueDeployment):
                 f"{limit} prompt tokens are accepted.",
                 "messages",
             )
-        yield {"prompt_tokens": len(prompt_ids), "message_tokens": [self.model.count_tokens(m["content"]) for m in messages]}
+        yield {"prompt_tokens": len(prompt_ids), "message_tokens": [self.model.count_tokens(m["content"]) for m in plain]}
+        splitter = ReplySplitter() if guide.calls_tools else None
         tags = {"model": self.MODEL}
         if prompt_ids:
             self.metrics.prompt_tokens.inc(len(prompt_ids), tags=tags)
@@ -95,7 +115,8 @@ class ChatDeployment(CatalogueDeployment):
         try:
             # aclosing: a client that goes away closes this generator, and with it the engine's stream, which
             # frees the batch slot before the next decode step.
-            async with contextlib.aclosing(self.model.engine.generate(prompt_ids, generation)) as steps:
+            constraint = grammar.constraint() if grammar is not None else None
+            async with contextlib.aclosing(self.model.engine.generate(prompt_ids, generation, constraint)) as steps:
                 async for delta in steps:
                     now = time.perf_counter()
                     if delta.text:
@@ -106,9 +127,16 @@ class ChatDeployment(CatalogueDeployment):
                         else:
                             self.metrics.time_between_tokens.observe(now - last, tags=tags)
                         last = now
-                    if delta.finish_reason:
-                        finish_reason, completion_tokens = delta.finish_reason, delta.completion_tokens
-                    yield {"text": delta.text, "finish_reason": delta.finish_reason, "completion_tokens": delta.completion_tokens}
+                    text, calls, reason = delta.text, [], delta.finish_reason
+                    if splitter is not None:
+                        text, calls = splitter.feed(delta.text)
+                        if reason:
+                            text += splitter.finish()
+                            reason = "tool_calls" if reason == "stop" and splitter.call_complete else reason
+                    if reason:
+                        finish_reason, completion_tokens = reason, delta.completion_tokens
+                    yield {"text": text, "tool_calls": calls, "finish_reason": reason,
+                           "completion_tokens": delta.completion_tokens}
         finally:
             span.set_attribute("raydio.completion_tokens", completion_tokens or chunks)
             span.set_attribute("raydio.finish_reason", finish_reason)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from services.models import guided
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,7 +48,7 @@ class Delta:
     """One streamed step: new text, and the reason generation ended on the last one."""
 
     text: str
-    finish_reason: str | None = None  # "stop" | "length" on the last delta, None before it
+    finish_reason: str | None = None  # "stop" | "length" on the last delta, None before it (or "error", below)
     completion_tokens: int = 0  # tokens generated in all, set on the last delta
 
 
@@ -64,12 +66,15 @@ class GenerationEngine(ABC):
     def stop(self) -> None: ...
 
     @abstractmethod
-    def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Delta]:
+    def generate(self, prompt_ids: list[int], params: GenerationParams, constraint=None) -> AsyncIterator[Delta]:
         """Stream the deltas of one generation; the last carries ``finish_reason``. Closing the iterator (or
-        cancelling the task that awaits it) cancels the generation and frees its place in the batch."""
+        cancelling the task that awaits it) cancels the generation and frees its place in the batch.
+
+        ``constraint`` (a fresh ``guided.Constraint``) masks every step to its grammar; the generation then ends
+        ("stop") when the grammar is complete, and ``params.stop`` is ignored (a stop string could cut it)."""
 
     @abstractmethod
-    def stream(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Delta]:
+    def stream(self, prompt_ids: list[int], params: GenerationParams, constraint=None) -> Iterator[Delta]:
         """The same as ``generate`` for synchronous callers (scripts, tests, benchmarks)."""
 
     @abstractmethod
@@ -94,6 +99,7 @@ class _Sequence:
     deliver: Callable[[Delta | BaseException], None]
     id: int = field(default_factory=lambda: next(_ids))
     generator: torch.Generator | None = None
+    constraint: object | None = None  # guided.Constraint: one per sequence, advanced by the engine thread
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     cancelled: bool = False  # set by the consumer's thread; read by the engine between steps
@@ -160,14 +166,14 @@ class BatchedEngine(GenerationEngine):
                 "last_batch_size": self._last_batch_size, "max_batch_size": self.max_batch_size,
                 "max_batch_tokens": self.max_batch_tokens}
 
-    async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Delta]:
+    async def generate(self, prompt_ids: list[int], params: GenerationParams, constraint=None) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue = asyncio.Queue()
 
         def deliver(item):
             loop.call_soon_threadsafe(deltas.put_nowait, item)
 
-        sequence = self._submit(prompt_ids, params, deliver)
+        sequence = self._submit(prompt_ids, params, deliver, constraint)
         try:
             while True:
                 item = await deltas.get()
@@ -179,9 +185,9 @@ class BatchedEngine(GenerationEngine):
         finally:
             self._cancel(sequence)
 
-    def stream(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[Delta]:
+    def stream(self, prompt_ids: list[int], params: GenerationParams, constraint=None) -> Iterator[Delta]:
         deltas: queue.SimpleQueue = queue.SimpleQueue()
-        sequence = self._submit(prompt_ids, params, deltas.put)
+        sequence = self._submit(prompt_ids, params, deltas.put, constraint)
         try:
             while True:
                 item = deltas.get()
@@ -193,7 +199,7 @@ class BatchedEngine(GenerationEngine):
         finally:
             self._cancel(sequence)
 
-    def _submit(self, prompt_ids: list[int], params: GenerationParams, deliver) -> _Sequence:
+    def _submit(self, prompt_ids: list[int], params: GenerationParams, deliver, constraint=None) -> _Sequence:
         if not prompt_ids:
             raise ValueError("Got an empty prompt. Generation needs at least one prompt token.")
         if params.max_tokens < 1:
@@ -201,7 +207,9 @@ class BatchedEngine(GenerationEngine):
         vocab = self.model.config.vocab_size
         if not all(0 <= i < vocab for i in prompt_ids):
             raise ValueError(f"Got a prompt token id outside the vocabulary. Token ids must be in [0, {vocab}).")
-        sequence = _Sequence(list(prompt_ids), params, deliver)
+        if constraint is not None and constraint.tokens:
+            raise ValueError("Got a constraint that has already been used. Each generation needs a fresh one.")
+        sequence = _Sequence(list(prompt_ids), params, deliver, constraint=constraint)
         with self._wake:
             if self._fatal is not None or self._stopping or self._thread is None:
                 raise EngineError("The generation engine is not running.") from self._fatal
@@ -348,32 +356,61 @@ class BatchedEngine(GenerationEngine):
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
     def _sample(self, logits: torch.Tensor, rows: list[_Sequence]) -> list[int]:
-        """Each row's next token with its own settings; greedy rows share one argmax."""
+        """Each row's next token with its own settings; greedy rows share one argmax. Constrained rows are masked
+        to their grammar first (one bitmask for all of them); unconstrained rows pay nothing."""
         logits = logits.float()
+        constrained = [i for i, row in enumerate(rows) if row.constraint is not None]
+        if constrained:
+            self._mask_constrained(logits, rows, constrained)
         tokens = logits.argmax(-1).tolist()
         for i, row in enumerate(rows):
             if row.params.temperature > MIN_SAMPLING_TEMPERATURE:
                 tokens[i] = sample_token(logits[i], row.params, row.generator)
         return tokens
 
+    def _mask_constrained(self, logits: torch.Tensor, rows: list[_Sequence], constrained: list[int]) -> None:
+        vocab = rows[constrained[0]].constraint.vocab_size
+        bitmask = guided.allocate_bitmask(len(constrained), vocab)
+        guided.fill_bitmasks([(rows[i].constraint, j) for j, i in enumerate(constrained)], bitmask)
+        if len(constrained) == len(rows):
+            guided.apply_bitmask(logits[:, :vocab], bitmask)
+            logits[:, vocab:] = float("-inf")  # a model vocabulary wider than the tokenizer's: padding ids
+            return
+        index = torch.tensor(constrained, device=logits.device)
+        part = logits.index_select(0, index)
+        guided.apply_bitmask(part[:, :vocab], bitmask)
+        part[:, vocab:] = float("-inf")
+        logits.index_copy_(0, index, part)
+
     def _accept(self, sequence: _Sequence, token: int) -> bool:
         """Record a sampled token and stream what it makes safe to show; True when the sequence is done."""
         if sequence.cancelled:
             self._mark_finished(sequence)
             return True
-        params = sequence.params
+        params, constraint = sequence.params, sequence.constraint
         if token in self.eos_token_ids:
             text = self.tokenizer.decode(sequence.generated, skip_special_tokens=True)
             return self._finish(sequence, text[len(sequence.emitted):], "stop")
+        stops = params.stop if constraint is None else ()
+        if constraint is not None:
+            try:
+                constraint.advance(token)
+            except guided.ConstraintError as exc:  # a bug, not the caller's: fail this request, keep the batch
+                logger.error("constrained row %d: %s", sequence.id, exc)
+                self._mark_finished(sequence)
+                self._send(sequence, exc)
+                return True
         sequence.generated.append(token)
         text = self.tokenizer.decode(sequence.generated, skip_special_tokens=True)
-        stop_at = _find_stop(text, params.stop)
+        stop_at = _find_stop(text, stops)
         if stop_at is not None:
             return self._finish(sequence, text[len(sequence.emitted):stop_at], "stop")
+        if constraint is not None and constraint.is_terminated():
+            return self._finish(sequence, text[len(sequence.emitted):], "stop")
         if len(sequence.generated) >= params.max_tokens:
             return self._finish(sequence, text[len(sequence.emitted):], "length")
         # Hold back an incomplete UTF-8 sequence and any text that may be the start of a stop string.
-        safe = _safe_prefix(text, params.stop)
+        safe = _safe_prefix(text, stops)
         if len(safe) > len(sequence.emitted):
             self._send(sequence, Delta(safe[len(sequence.emitted):]))
             sequence.emitted = safe
