@@ -46,7 +46,9 @@ class _Arguments(BaseModel):
 
 class SubmitJobArguments(_Arguments):
     kind: Literal["embed", "complete"] = Field(description="embed: texts to vectors; complete: prompts to answers.")
-    inputs: list[str] = Field(min_length=1, max_length=100, description="The texts, one per result.")
+    # few: a person reads them before accepting (POST /v1/jobs takes big batches); a small model that repeats
+    # itself also stops sooner
+    inputs: list[str] = Field(min_length=1, max_length=16, description="The texts, one per result.")
 
 
 class CallRemoteArguments(_Arguments):
@@ -225,6 +227,21 @@ class ActionService:
         if action.confirm:
             return proposed
         return await self.accept(owner_id, session_id, proposed["id"], decided_by="auto")
+
+    async def after_turn(self, owner_id: str, session_id: str, tool_calls, agent: str | None, model: str) -> None:
+        """The chat hook: each call of an action the model made is proposed. One that cannot be (arguments out of
+        bounds, another action already waiting) is answered in the history at once, so every call has its answer."""
+        for call in tool_calls:
+            try:
+                await self.propose(owner_id, session_id, call.name, call.arguments, call.id, agent, model)
+            except RaydioError as exc:
+                def answer(s, call=call, exc=exc):
+                    chat = SessionRepository.get(s, owner_id, session_id)
+                    if chat is not None:
+                        SessionRepository.append(s, chat, "tool", f"Action {call.name} was not proposed: {exc.message}",
+                                                 0, tool_call_id=call.id)
+
+                await run_in_session(self.database_url, answer)
 
     # -- deciding --
 

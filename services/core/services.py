@@ -42,5 +42,5 @@ def build_core(models: list[ModelEntry] | Catalogue, handles: dict[str, Any], da
     jobs = JobService(JobStore(database_url), catalogue, limits, jobs_args or JobsArgs())
     action_service, agents = build_actions(actions, database_url, jobs, client,
                                            lambda known: AgentService(database_url, limits, known))
-    return Core(catalogue, client, ModelService(client), ChatService(client, limits, sessions), sessions, jobs, limits,
-                agents, action_service)
+    return Core(catalogue, client, ModelService(client), ChatService(client, limits, sessions, action_service), sessions,
+                jobs, limits, agents, action_service)
