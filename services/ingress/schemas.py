@@ -368,11 +368,15 @@ class ActionAccept(Strict):
     action_id: str | None = Field(None, description="The action meant (the pending one when omitted): a retry "
                                   "naming it gets a 409 that says how it was decided.")
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"action_id": "3f2a9c0d1e4b5a6f"}]})
+
 
 class ActionReject(Strict):
     reason: str = Field(min_length=1, max_length=2000, description="Why: written to the history for the model.",
                         examples=["Wrong texts; embed the titles instead."])
     action_id: str | None = Field(None, description="The action meant (the pending one when omitted).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "Embed the titles instead."}]})
 
 
 class PendingActions(BaseModel):

@@ -180,3 +180,29 @@ def test_declared_actions_are_checked_when_the_config_is_read():
         ActionRegistry([ActionArgs(name="a", uses="submit_job", arguments={"colour": "red"})])
     with pytest.raises(ValueError, match="invalid fixed"):
         ActionRegistry([ActionArgs(name="a", uses="submit_job", arguments={"kind": "translate"})])
+
+
+def test_migration_0002_keeps_existing_sessions_and_agents(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from services.storage.db import MIGRATIONS, get_engine
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "0001")
+    with get_engine(url).begin() as connection:
+        connection.execute(text("INSERT INTO agents VALUES ('a1', 'old', 'Be old.', 0.7, 64, 'k', '2026-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO chat_sessions VALUES ('s1', 'k', 'old chat', 'a1', '2026-01-01 00:00:00', "
+                                "'2026-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO chat_messages (session_id, role, content, tokens, created_at) "
+                                "VALUES ('s1', 'user', 'hi', 1, '2026-01-01 00:00:00')"))
+    migrate(url)
+    core = build_core(default_catalogue(), {}, url, LimitsArgs())
+    stored = asyncio.run(core.sessions.get("k", "s1"))
+    assert stored["state"] == "idle" and stored["pending_action"] is None
+    assert stored["messages"][0]["content"] == "hi" and "tool_calls" not in stored["messages"][0]
+    assert asyncio.run(core.agents.get("old"))["actions"] == [] and asyncio.run(core.agents.get("old"))["tool_choice"] == "auto"

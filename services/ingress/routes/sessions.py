@@ -60,7 +60,7 @@ async def list_session_actions(session_id: str, caller: CallerDep, actions: Acti
 
 @sessions_router.post("/{session_id}/actions/accept", response_model=SessionAction, responses=DECIDED)
 async def accept_action(session_id: str, caller: CallerDep, actions: ActionsDep,
-                        body: Annotated[ActionAccept | None, Body()] = None) -> dict:
+                        body: Annotated[ActionAccept | None, Body(examples=[{}, {"action_id": "3f2a9c0d1e4b5a6f"}])] = None) -> dict:
     """Run the waiting action, exactly once; its result goes to the history as a `tool` message and the session
     is idle again. A second decision is a 409 naming the first."""
     return await actions.accept(caller.key_id, session_id, body.action_id if body else None)
