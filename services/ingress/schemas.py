@@ -130,22 +130,78 @@ class TextPart(Strict):
     text: str
 
 
-class ChatMessage(Strict):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart] = Field(description="Text, or a list of text parts.")
-    name: str | None = None
+class FunctionCall(BaseModel):
+    name: str = Field(description="The called tool's name.")
+    arguments: str = Field(description="The arguments, as a JSON object in a string.")
 
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+class MessageToolCall(BaseModel):
+    id: str = Field(description="`call_<hex>`; a `tool` message answers it by `tool_call_id`.")
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[TextPart] | None = Field(
+        None, description="Text, or a list of text parts. May be null only on an assistant message with tool_calls.")
+    name: str | None = None
+    tool_calls: list[MessageToolCall] | None = Field(
+        None, description="On an assistant message: the tool calls it made (content may then be null).")
+    tool_call_id: str | None = Field(None, description="On a `tool` message: the id of the call this result answers.")
+    refusal: str | None = Field(None, description="Accepted on assistant messages the openai client sends back.")
+
+    def text(self) -> str | None:
+        if self.content is None or isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def as_core(self) -> dict:
+        """The message in the core's (OpenAI's) dict shape."""
+        message = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 class StreamOptions(Strict):
     include_usage: bool = Field(False, description="Send a last chunk with token usage before [DONE].")
 
 
+class FunctionDefinition(BaseModel):
+    name: str = Field(description="1-64 of a-z, A-Z, 0-9, _ and -; unique among the tools.")
+    description: str | None = Field(None, description="What the tool does; shown to the model.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="JSON schema of the arguments (an object schema); omitted: the tool takes none. "
+        "Generation is constrained to it; a schema the grammar compiler cannot enforce (e.g. `uniqueItems`) is a 400.")
+    strict: bool | None = Field(None, description="Accepted; arguments always follow the schema.")
+
+
+class Tool(BaseModel):
+    type: Literal["function"] = Field(description="Only function tools.")
+    function: FunctionDefinition
+
+
+class JsonSchemaFormat(BaseModel):
+    name: str = Field("response", description="A name for the schema.")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON schema the answer follows.")
+    strict: bool | None = Field(None, description="Accepted; the answer always follows the schema.")
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class ResponseFormat(BaseModel):
-    type: str = Field(description="Only `text` is supported.")
-    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"] = Field(
+        description="`text`; `json_object`: any JSON object; `json_schema`: JSON valid against `json_schema.schema`.")
+    json_schema: JsonSchemaFormat | None = Field(None, description="With type `json_schema`.")
+
+    def as_core(self) -> dict:
+        body = {"type": self.type}
+        if self.json_schema is not None:
+            body["json_schema"] = self.json_schema.model_dump(by_alias=True)
+        return body
 
 
 class ChatCompletionRequest(Strict):
@@ -176,10 +232,17 @@ class ChatCompletionRequest(Strict):
     logit_bias: dict[str, float] | None = Field(None, description="Only an empty map is supported.")
     logprobs: bool | None = Field(None, description="Only false is supported.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0 is supported.")
-    response_format: ResponseFormat | None = Field(None, description="Only `{\"type\": \"text\"}` is supported.")
-    tools: list[dict[str, Any]] | None = Field(None, description="Tool calling is not supported: only an empty list.")
-    tool_choice: str | dict[str, Any] | None = Field(None, description="Only `none` or `auto` (with no tools).")
-    parallel_tool_calls: bool | None = Field(None, description="Accepted; without tools it has no effect.")
+    response_format: ResponseFormat | None = Field(
+        None, description="`json_object` or `json_schema`: generation is constrained to the schema, so the answer "
+        "parses and validates (unless max_tokens cuts it: finish_reason `length`).")
+    tools: list[Tool] | None = Field(
+        None, description="Function tools the model may call. A reply that calls one has `tool_calls` (content "
+        "null) and finish_reason `tool_calls`; its arguments always validate against the tool's parameters.")
+    # Checked by the core (a 400 naming tool_choice, in words): "auto" | "none" | "required" | NamedToolChoice.
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="`auto` (default with tools): text or a call; `none`: text; `required`: a call of one "
+        "of the tools; `{\"type\": \"function\", \"function\": {\"name\": ...}}`: a call of that tool.")
+    parallel_tool_calls: bool | None = Field(None, description="Accepted; a reply makes at most one tool call.")
     store: bool | None = Field(None, description="Only false: completions are not stored.")
     modalities: list[str] | None = Field(None, description="Only `[\"text\"]`.")
     service_tier: str | None = Field(None, description="Only `auto` or `default`.")
@@ -192,10 +255,6 @@ class ChatCompletionRequest(Strict):
             "logit_bias": (bool(self.logit_bias), "logit_bias is not supported"),
             "logprobs": (bool(self.logprobs), "log probabilities are not returned"),
             "top_logprobs": (bool(self.top_logprobs), "log probabilities are not returned"),
-            "response_format": (self.response_format is not None and self.response_format.type != "text",
-                                "only response_format type 'text' is supported (no JSON mode or schemas)"),
-            "tools": (bool(self.tools), "the chat model cannot call tools"),
-            "tool_choice": (self.tool_choice not in (None, "none", "auto"), "the chat model cannot call tools"),
             "store": (bool(self.store), "completions are not stored"),
             "modalities": (self.modalities not in (None, ["text"]), "only text output is supported"),
             "service_tier": (self.service_tier not in (None, "auto", "default"), "there are no service tiers"),
@@ -225,13 +284,14 @@ class ChatCompletionRequest(Strict):
 
 class ChatChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The answer's text; null when the reply is a tool call.")
+    tool_calls: list[MessageToolCall] | None = Field(None, description="The tool call the model made, if any.")
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: ChatChoiceMessage
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
 
 
 class CompletionUsage(BaseModel):

@@ -159,7 +159,8 @@ def test_chat_streaming_sends_chunks_then_done(client):
         (_chat(top_p=0), 400, "invalid_request", "top_p"),
         (_chat(n=2), 400, "invalid_request", "n:"),
         (_chat(stop=["a", "b", "c", "d", "e"]), 400, "invalid_request", "at most 4"),
-        (_chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "invalid_request", "Unsupported tools"),
+        (_chat(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice={"type": "function", "function": {"name": "g"}}),
+         400, "invalid_request", "must name a declared tool"),
         (_chat(frobnicate=1), 400, "invalid_request", "frobnicate: unknown field"),
         (_chat(messages=[]), 400, "invalid_request", "messages"),
         (_chat(messages=[{"role": "wizard", "content": "hi"}]), 400, "invalid_request", "role"),
@@ -330,9 +331,8 @@ def test_seed_makes_sampling_repeatable(client):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("presence_penalty", 0.5), ("frequency_penalty", -1), ("logit_bias", {"50256": -100}), ("logprobs", True),
-    ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
-    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
-    ("tools", [{"type": "function", "function": {"name": "get_weather"}}]), ("tool_choice", "required"),
+    ("top_logprobs", 2), ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}),
+    ("tools", [{"type": "function", "function": {"name": "get weather"}}]), ("tool_choice", "required"),
     ("store", True), ("modalities", ["text", "audio"]), ("service_tier", "flex"),
 ])
 def test_openai_fields_that_cannot_be_honoured_are_400_naming_the_field(client, field, value):

@@ -82,14 +82,21 @@ async def create_embeddings(body: EmbeddingRequest, models: ModelsDep) -> Embedd
     responses={200: {"content": {"text/event-stream": {"description": "With `stream: true`: chat.completion.chunk events, then `data: [DONE]`."}}}},
 )
 async def create_chat_completion(body: ChatCompletionRequest, caller: CallerDep, chat: ChatDep):
-    """Chat completion with a text-generation model; with `stream: true` the answer arrives as Server-Sent Events."""
+    """Chat completion with a text-generation model; with `stream: true` the answer arrives as Server-Sent Events.
+
+    With `tools` the model may answer with a tool call (`tool_calls`, finish_reason `tool_calls`); with
+    `response_format` `json_object` / `json_schema` its answer is JSON that follows the schema. Both are enforced
+    by constrained decoding. Tool results come back as `role: tool` messages with the call's `tool_call_id`."""
     body.refuse_unsupported()
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    messages = [m.as_core() for m in body.messages]
     sampling = Sampling(max_tokens=body.max_completion_tokens or body.max_tokens,
                         temperature=body.temperature if "temperature" in body.model_fields_set else None,
                         top_p=body.top_p, stop=body.stop_list(), seed=body.seed)
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools] if body.tools else None
+    response_format = body.response_format.as_core() if body.response_format is not None else None
     # validation errors in the replica surface here, before any byte is sent
-    turn = await chat.start(caller.key_id, messages, body.model, sampling, body.session_id, body.agent)
+    turn = await chat.start(caller.key_id, messages, body.model, sampling, body.session_id, body.agent, tools=tools,
+                            tool_choice=body.tool_choice or "auto", response_format=response_format)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if body.stream:
@@ -100,9 +107,12 @@ async def create_chat_completion(body: ChatCompletionRequest, caller: CallerDep,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     answer = await turn.answer()
+    # A call cut by max_tokens (finish_reason "length") is returned as streamed: its arguments do not parse.
+    calls = [{"id": c["id"], "function": {"name": c["name"], "arguments": c["arguments"]}} for c in turn.raw_tool_calls]
+    message = ChatChoiceMessage(content=answer.text if not calls else (answer.text or None), tool_calls=calls or None)
     return ChatCompletion(
         id=completion_id, created=created, model=turn.model,
-        choices=[ChatChoice(message=ChatChoiceMessage(content=answer.text), finish_reason=answer.finish_reason)],
+        choices=[ChatChoice(message=message, finish_reason=answer.finish_reason)],
         usage=CompletionUsage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
                               total_tokens=answer.prompt_tokens + answer.completion_tokens),
     )
@@ -114,11 +124,14 @@ async def _sse(turn: ChatTurn, completion_id: str, created: int, include_usage: 
                    "choices": choices, **extra}
         return f"data: {json.dumps(payload)}\n\n"
 
-    yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    yield event([{"index": 0, "delta": {"role": "assistant", "content": None if turn.guide.calls_tools else ""},
+                  "finish_reason": None}])
     try:
         async for chunk in turn.chunks():
             if chunk["text"]:
                 yield event([{"index": 0, "delta": {"content": chunk["text"]}, "finish_reason": None}])
+            if chunk.get("tool_calls"):
+                yield event([{"index": 0, "delta": {"tool_calls": chunk["tool_calls"]}, "finish_reason": None}])
             if chunk["finish_reason"]:
                 yield event([{"index": 0, "delta": {}, "finish_reason": chunk["finish_reason"]}])
     except RaydioError as exc:  # headers are sent: report in-band, as OpenAI does
