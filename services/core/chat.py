@@ -172,6 +172,7 @@ class ChatService:
             if acting:  # the built-in `reply` is an answer in words; what remains are calls of actions
                 answer, tool_calls = plain_reply(answer, tool_calls)
                 turn.text[:], turn.tool_calls = [answer], list(tool_calls)
+                turn.raw_tool_calls[:] = [c for c in turn.raw_tool_calls if c["name"] != "reply"]
                 if turn.finish_reason == "tool_calls" and not tool_calls:
                     turn.finish_reason = "stop"
             if session_id is not None:

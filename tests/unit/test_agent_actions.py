@@ -79,3 +79,30 @@ async def test_reject_records_the_reason_and_the_model_reads_it(core, owner):
     assert [m["role"] for m in history][-2:] == ["user", "assistant"]
     assert any(m["role"] == "tool" and "Use the titles instead." in m["content"] for m in history)
     json.dumps(history)  # stored shapes stay JSON
+
+
+async def test_the_agents_tools_answer_through_rest_with_a_tool_call(core, owner, unit_settings):
+    """/v1/chat/completions with a session of the agent: the answer carries the call, the session waits, and a new
+    message is a 409 naming the routes."""
+    from fastapi.testclient import TestClient
+
+    from services.config import AuthArgs, IngressArgs
+    from services.ingress.app import build_ingress_app
+
+    name = f"rest-clerk-{owner}"
+    await core.agents.create("local", name, "You are a clerk. To embed texts, call submit_job with kind embed and "
+                             "the texts as inputs.", temperature=0, max_tokens=160, actions=["submit_job"], tool_choice="required")
+    app = build_ingress_app(core, IngressArgs(mount_ui=False, auth=AuthArgs(enabled=False)), unit_settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        session = client.post("/v1/sessions", json={"agent": name}).json()
+        body = {"session_id": session["id"], "temperature": 0, "messages": [{"role": "user", "content": ASK}]}
+        answer = client.post("/v1/chat/completions", json=body).json()
+        choice = answer["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", answer
+        call = choice["message"]["tool_calls"][0]
+        assert call["function"]["name"] == "submit_job" and json.loads(call["function"]["arguments"])["inputs"]
+        stored = client.get(f"/v1/sessions/{session['id']}").json()
+        assert stored["state"] == "waiting_for_confirmation" and stored["pending_action"]["tool_call_id"] == call["id"]
+        again = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "hello?"}]})
+        assert again.status_code == 409 and "actions/reject" in again.json()["error"]["message"]
+        assert client.post(f"/v1/sessions/{session['id']}/actions/reject", json={"reason": "no"}).status_code == 200
