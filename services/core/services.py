@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from collections.abc import Sequence
 
 from services.config import ActionArgs, JobsArgs, LimitsArgs, ModelEntry
 from services.core.actions import ActionService, build_actions

@@ -164,3 +164,36 @@ def test_mcp_lists_accepts_and_rejects_for_the_owner_only(world, waiting):
     rejected = _call(client, alice, "reject_action", session_id=session["id"], reason="No new agents.")["structuredContent"]
     assert rejected["status"] == "rejected" and rejected["reason"] == "No new agents."
     assert client.get("/v1/agents/mcp-made", headers=headers(alice)).status_code == 404
+
+
+async def test_the_official_mcp_client_decides_over_http(world, waiting):
+    """The unmodified mcp client, over streamable HTTP to a real uvicorn on 127.0.0.1 (auth on, two keys)."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    from tests.unit.test_hostile_input import _Server
+
+    core, alice, bob = world["core"], world["alice"], world["bob"]
+    session_id, action = waiting
+    args = IngressArgs(mount_ui=False, auth=AuthArgs(key_cache_s=0), mcp=McpArgs(allowed_hosts=("127.0.0.1:*",)))
+    app = build_ingress_app(core, args, Settings(database_url=core.sessions.database_url, jwt_secret=SECRET))
+
+    async def call(key, tool: str, **arguments):
+        async with (create_mcp_http_client(headers=headers(key)) as http,
+                    streamable_http_client(f"http://127.0.0.1:{server.port}/mcp/", http_client=http) as (read, write),
+                    ClientSession(read, write) as session):
+            await session.initialize()
+            tools = {t.name for t in (await session.list_tools()).tools}
+            assert {"list_pending_actions", "accept_action", "reject_action"} <= tools
+            return await session.call_tool(tool, arguments)
+
+    with _Server(app) as server:
+        mine = await call(alice, "list_pending_actions")
+        assert action["id"] in [a["id"] for a in mine.structured_content["actions"]]
+        foreign = await call(bob, "reject_action", session_id=session_id, reason="not mine")
+        assert foreign.is_error and "No chat session" in foreign.content[0].text
+        rejected = await call(alice, "reject_action", session_id=session_id, reason="Checked: wrong texts.")
+        assert rejected.structured_content["status"] == "rejected"
+        again = await call(alice, "accept_action", session_id=session_id, action_id=action["id"])
+        assert again.is_error and "already rejected" in again.content[0].text
