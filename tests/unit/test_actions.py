@@ -1,5 +1,6 @@
-"""Actions and their confirmation, against a real SQLite file and the real JobService (no model is called: the
-proposals come straight from the test; tests with the model's own proposals are in test_agent_actions.py)."""
+"""Actions and their confirmation, against a real SQLite file and a real PostgreSQL (as test_storage.py), with the
+real JobService. No model is called: the proposals come straight from the test; the model's own proposals are in
+test_agent_actions.py."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from services.core.services import build_core
 from services.errors import Conflict, InputTooLarge, InvalidInput, NotFound
 from services.storage.db import migrate, session_scope
 from services.storage.tables import Job
+from tests.unit.test_storage import db, postgres_url  # noqa: F401 - the SQLite file / PostgreSQL schema fixtures
 
 ALICE, BOB = "key-alice", "key-bob"
 
 
 @pytest.fixture
-def core(tmp_path):
-    url = f"sqlite:///{tmp_path}/raydio.db"
-    migrate(url)
+def core(db):  # noqa: F811
+    url = db
     declared = [ActionArgs(name="embed_texts", uses="submit_job", arguments={"kind": "embed"}, confirm=False, max_inputs=3)]
     return build_core(default_catalogue(), {}, url, LimitsArgs(), actions=declared)
 
@@ -206,3 +207,18 @@ def test_migration_0002_keeps_existing_sessions_and_agents(tmp_path):
     assert stored["state"] == "idle" and stored["pending_action"] is None
     assert stored["messages"][0]["content"] == "hi" and "tool_calls" not in stored["messages"][0]
     assert asyncio.run(core.agents.get("old"))["actions"] == [] and asyncio.run(core.agents.get("old"))["tool_choice"] == "auto"
+
+
+async def test_two_deciders_who_both_saw_the_action_pending_cannot_both_win(core):
+    """The interleaving concurrent accepts risk, forced: both read `pending`, then both decide. Only the conditional
+    UPDATE stands between them and a second run."""
+    from services.storage.repositories import SessionActionRepository
+
+    session_id, action = await waiting_session(core)
+    url = core.sessions.database_url
+    with session_scope(url) as first, session_scope(url) as second:
+        assert SessionActionRepository.pending(first, session_id).id == action["id"]
+        assert SessionActionRepository.pending(second, session_id).id == action["id"]
+        assert SessionActionRepository.decide(first, action["id"], "running", ALICE) is True
+        first.commit()
+        assert SessionActionRepository.decide(second, action["id"], "running", BOB) is False
