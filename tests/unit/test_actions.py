@@ -222,3 +222,16 @@ async def test_two_deciders_who_both_saw_the_action_pending_cannot_both_win(core
         assert SessionActionRepository.decide(first, action["id"], "running", ALICE) is True
         first.commit()
         assert SessionActionRepository.decide(second, action["id"], "running", BOB) is False
+
+
+def test_call_remote_names_only_declared_remotes():
+    from services.core.actions import ActionRegistry
+
+    registry = ActionRegistry([ActionArgs(name="ask", uses="call_remote", arguments={"backend": "space-a"})], ["space-a", "space-b"])
+    assert registry.get("call_remote").parameters()["properties"]["backend"]["enum"] == ["space-a", "space-b"]
+    assert "backend" not in registry.get("ask").parameters()["properties"]
+    assert registry.get("ask").validate({"inputs": ["hi"]}) == {"backend": "space-a", "inputs": ["hi"]}
+    with pytest.raises(InvalidInput, match="backend"):
+        registry.get("call_remote").validate({"backend": "elsewhere", "inputs": []})
+    with pytest.raises(ValueError, match="invalid fixed arguments"):
+        ActionRegistry([ActionArgs(name="ask", uses="call_remote", arguments={"backend": "nope"})], ["space-a"])
