@@ -1,6 +1,7 @@
 """Guided-decoding libraries side by side on SmolLM2-135M-Instruct: compile time, per-token mask cost, validity.
 
     python -m bench.guided [--prompts 10] [--max-tokens 96] [--only xgrammar,llguidance] [--probes-only]
+    python -m bench.guided --engine [--batch 8] [--max-tokens 48]
 
 Every candidate that imports is measured with the same model, prompts, schema and sampling loop; a missing one
 is reported as such. Only the chosen library is pinned in requirements.txt; to measure the others without
@@ -16,6 +17,9 @@ apply it to the logits (mean and p99 over every step of every run), ``forward`` 
 comparison, ``valid`` how many outputs parsed and validated (jsonschema) out of the runs, greedy and sampled.
 ``--probes-only`` skips generation: the mask cost is then measured replaying a fixed valid document (no model
 forward between steps, so less noise from a busy machine), and the enforcement probes run (a second table).
+``--engine`` measures raydio's own path instead: ``--batch`` requests at once through ``BatchedEngine``, all
+unconstrained, then all constrained to SCHEMA, then half and half; per decode step the time of the whole step
+and of the mask (filling one bitmask for the constrained rows and applying it).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from importlib.metadata import version
 import jsonschema
 import torch
 
-from services.config import get_settings
+from services.config import default_model, get_settings
+from services.models import guided, sources
 from services.models.chat import ChatModel, GenerationParams
+from services.models.generation import BatchedEngine, default_eos_ids, sample_token
 
 # A typical structured-output schema: a few typed fields, an enum, a bounded array, bounded strings (a 135M model
 # without bounds can stay inside a string until max_tokens; the schema is the user's lever for that).
@@ -312,9 +318,9 @@ class Result:
 
 @torch.inference_mode()
 def run_one(chat: ChatModel, cand: Candidate, compiled, prompt: str, params: GenerationParams, result: Result) -> str:
-    model = chat._model
+    model = chat.torch_model
     prompt_ids = chat.prompt_ids([{"role": "system", "content": system_prompt(SCHEMA)}, {"role": "user", "content": prompt}])
-    eos = chat._eos_ids()
+    eos = default_eos_ids(chat.tokenizer)
     generator = torch.Generator().manual_seed(params.seed or 0)
     state = cand.start(compiled, prompt_ids)
     input_ids, cache, out_ids = torch.tensor([prompt_ids]), None, []
@@ -326,7 +332,7 @@ def run_one(chat: ChatModel, cand: Candidate, compiled, prompt: str, params: Gen
         cand.mask(state, logits)
         result.mask_ms.append((time.perf_counter() - t1) * 1000)
         result.forward_ms.append((t1 - t0) * 1000)
-        token = ChatModel._sample(logits[0], params, generator)
+        token = sample_token(logits[0], params, generator)
         if token in eos:
             break
         t2 = time.perf_counter()
@@ -360,24 +366,24 @@ def measure(chat: ChatModel, make: Callable[[], Candidate], prompts: list[str], 
     result = Result(cand.name)
     try:
         t0 = time.perf_counter()
-        cand.setup(chat.tokenizer, chat._model.config.vocab_size, sorted(chat._eos_ids()))
+        cand.setup(chat.tokenizer, chat.torch_model.config.vocab_size, sorted(default_eos_ids(chat.tokenizer)))
         result.setup_s = time.perf_counter() - t0
         result.version = cand.version
         t0 = time.perf_counter()
         compiled = cand.compile(SCHEMA)
         # Some libraries compile lazily, on the first mask: count up to the first mask as the compile cost.
-        cand.mask(cand.start(compiled, [0]), torch.zeros(1, chat._model.config.vocab_size))
+        cand.mask(cand.start(compiled, [0]), torch.zeros(1, chat.torch_model.config.vocab_size))
         result.compile_s = time.perf_counter() - t0
         # The cost a request with a new schema pays once the library is warm (the tool-call probe's schema).
         t0 = time.perf_counter()
-        cand.mask(cand.start(cand.compile(PROBES[9][1]), [0]), torch.zeros(1, chat._model.config.vocab_size))
+        cand.mask(cand.start(cand.compile(PROBES[9][1]), [0]), torch.zeros(1, chat.torch_model.config.vocab_size))
         result.next_compile_s = time.perf_counter() - t0
-        result.probes = probe(cand, chat.tokenizer, chat.tokenizer.eos_token_id, chat._model.config.vocab_size)
+        result.probes = probe(cand, chat.tokenizer, chat.tokenizer.eos_token_id, chat.torch_model.config.vocab_size)
     except Exception as exc:  # an import or API failure is a result, not a crash of the benchmark
         result.error = f"{type(exc).__name__}: {exc}"[:200]
         return result
     if not prompts:  # model-free: the mask cost over a fixed valid document, replayed token by token
-        replay(cand, compiled, chat.tokenizer, chat._model.config.vocab_size, result)
+        replay(cand, compiled, chat.tokenizer, chat.torch_model.config.vocab_size, result)
     for i, prompt in enumerate(prompts):
         for temperature in (0.0, 0.7):
             params = GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=0.9, seed=i)
@@ -415,15 +421,74 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def engine_cost(chat: ChatModel, batch: int, max_tokens: int) -> str:
+    """Step and mask time of BatchedEngine with 0, half and all of ``batch`` rows constrained to SCHEMA."""
+    engine = BatchedEngine(chat.torch_model, chat.tokenizer, "cpu", max_batch_size=batch)
+    compiler = guided.GrammarCompiler(chat.tokenizer, chat.torch_model.config.vocab_size, engine.eos_token_ids)
+    grammar = compiler.compile_json_schema(SCHEMA)
+    step_ms: list[float] = []
+    mask_ms: list[float] = []
+    step, mask = engine._step, engine._mask_constrained
+
+    def timed_step():
+        t0 = time.perf_counter()
+        step()
+        step_ms.append((time.perf_counter() - t0) * 1000)
+
+    def timed_mask(*args):
+        t0 = time.perf_counter()
+        mask(*args)
+        mask_ms.append((time.perf_counter() - t0) * 1000)
+
+    engine._step, engine._mask_constrained = timed_step, timed_mask
+    engine.start()
+    prompts = [chat.prompt_ids([{"role": "system", "content": system_prompt(SCHEMA)}, {"role": "user", "content": p}])
+               for p in (PROMPTS * batch)[:batch]]
+    lines = ["| constrained rows | steps | step ms median | step ms p90 | mask ms median | mask ms p90 | valid |",
+             "|---|---|---|---|---|---|---|"]
+    try:
+        for constrained in (0, batch // 2, batch):
+            step_ms.clear()
+            mask_ms.clear()
+            streams = [engine.stream(ids, GenerationParams(max_tokens=max_tokens, temperature=0.7, seed=i),
+                                     grammar() if i < constrained else None) for i, ids in enumerate(prompts)]
+            # Start every stream before reading any, so they share the batch.
+            firsts = [next(s) for s in streams]
+            texts = [first.text + "".join(d.text for d in s) if not first.finish_reason else first.text
+                     for first, s in zip(firsts, streams, strict=True)]
+            valid = sum(_valid_text(t) for t in texts[:constrained])
+            q = statistics.quantiles
+            lines.append(f"| {constrained}/{batch} | {len(step_ms)} | {statistics.median(step_ms):.1f} | "
+                         f"{q(step_ms, n=10)[-1]:.1f} | "
+                         + (f"{statistics.median(mask_ms):.2f} | {q(mask_ms, n=10)[-1]:.2f} | {valid}/{constrained} |"
+                            if mask_ms else "- | - | - |"))
+    finally:
+        engine.stop()
+    return "\n".join(lines)
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        return _valid(json.loads(text), SCHEMA)
+    except ValueError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--only", default="", help="comma-separated library names")
     parser.add_argument("--probes-only", action="store_true", help="compile and enforcement probes, no generation")
+    parser.add_argument("--engine", action="store_true", help="raydio's BatchedEngine: step and mask cost per step")
+    parser.add_argument("--batch", type=int, default=8, help="with --engine: concurrent requests")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    chat = ChatModel(get_settings().cache_dir, "cpu").load()
+    cache_dir = get_settings().cache_dir
+    chat = ChatModel(sources.resolve(default_model("chat").source, cache_dir), cache_dir, "cpu").load(start_engine=False)
+    if args.engine:
+        print(engine_cost(chat, args.batch, args.max_tokens))
+        return
     chosen = [c for c in CANDIDATES if not args.only or c.name in args.only.split(",")]
     results = []
     for make in chosen:

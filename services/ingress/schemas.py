@@ -277,8 +277,21 @@ class ChatCompletionRequest(Strict):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"model": "chat", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                      "max_tokens": 32, "temperature": 0}]
+        "examples": [
+            {"model": "chat", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+             "max_tokens": 32, "temperature": 0},
+            {"model": "chat", "messages": [{"role": "user", "content": "What is the weather in Oslo?"}],
+             "max_tokens": 48, "tool_choice": "required",
+             "tools": [{"type": "function", "function": {
+                 "name": "get_weather", "description": "Current weather in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                                "required": ["city"], "additionalProperties": False}}}]},
+            {"model": "chat", "messages": [{"role": "user", "content": "Invent a person."}], "max_tokens": 48,
+             "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": {
+                 "type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                                  "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+                 "required": ["name", "age"], "additionalProperties": False}}}},
+        ]
     })
 
 

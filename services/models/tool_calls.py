@@ -106,13 +106,28 @@ def tool_call_schema(tools: Sequence[Mapping[str, Any]], choice: str | Mapping[s
         if name not in functions:
             raise ValueError(f"Got {name!r} for tool_choice. It must name a declared tool: {', '.join(functions)}.")
         names = [name]
-    branches = [{
-        "type": "object",
-        "properties": {"name": {"const": name}, "arguments": {"type": "object", **functions[name]["parameters"]}},
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    } for name in names]
-    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+    # A parameters schema's "$ref": "#/$defs/X" (pydantic's nested models) points at its own root; nested under
+    # "arguments" it would point at the call's root, so the definitions move there.
+    definitions: dict[str, Any] = {}
+    branches = []
+    for name in names:
+        parameters = dict(functions[name]["parameters"])
+        for key in ("$defs", "definitions"):
+            for ref, definition in (parameters.pop(key, None) or {}).items():
+                if definitions.setdefault(f"{key}/{ref}", definition) != definition:
+                    raise ValueError(f"Got two different definitions of {key}/{ref} in the tools' parameters. Rename "
+                                     "one: the tools of one request share a namespace for their definitions.")
+        branches.append({
+            "type": "object",
+            "properties": {"name": {"const": name}, "arguments": {"type": "object", **parameters}},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        })
+    schema = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    for path, definition in definitions.items():
+        key, ref = path.split("/", 1)
+        schema.setdefault(key, {})[ref] = definition
+    return schema
 
 
 @dataclass(frozen=True)

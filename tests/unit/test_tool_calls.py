@@ -274,3 +274,40 @@ def test_openai_client_bad_inputs_are_400s(openai_client):
         openai_client.chat.completions.create(
             model="chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}],
             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": UNIQUE}})
+
+
+class City(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    country: str = pydantic.Field(max_length=20)
+
+
+class Trip(pydantic.BaseModel):
+    """Plan a trip between two cities."""
+
+    origin: City
+    destination: City
+
+
+def test_a_tool_with_nested_models_compiles_and_accepts_a_valid_call(deployment):
+    # pydantic puts nested models in $defs and refers to them from the parameters' root; the call's grammar must too.
+    tool = openai.pydantic_function_tool(Trip)
+    guide = make_guide([tool], "required", None)
+    constraint = deployment.grammars.compile_guide(guide).constraint()
+    arguments = {"origin": {"name": "Oslo", "country": "Norway"}, "destination": {"name": "Rome", "country": "Italy"}}
+    text = '<tool_call>{"name": "Trip", "arguments": ' + json.dumps(arguments) + "}</tool_call>"
+    for token in deployment.model.tokenizer.encode(text, add_special_tokens=False):
+        constraint.advance(token)
+    assert constraint.is_accepting()
+    jsonschema.validate(arguments, tool["function"]["parameters"])
+
+
+def test_a_tool_call_turn_is_remembered_in_its_session(client):
+    session = client.post("/v1/sessions", json={"title": "weather"}).json()
+    first = client.post("/v1/chat/completions", json=_chat(tools=TOOLS, tool_choice="required", session_id=session["id"]))
+    assert first.status_code == 200, first.text
+    call = first.json()["choices"][0]["message"]["tool_calls"][0]
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 degrees."}
+    second = client.post("/v1/chat/completions", json=_chat(messages=[result], max_tokens=8, session_id=session["id"]))
+    assert second.status_code == 200, second.text
+    stored = client.get(f"/v1/sessions/{session['id']}").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
