@@ -67,3 +67,16 @@ def test_reject_sends_the_reason(page):
     assert chat[-1]["content"] == "⚙ Action submit_job rejected by the user. Reason: Not now." and panel["visible"] is False
     assert asyncio.run(core.jobs.list(OWNER)) == []
     assert asyncio.run(_fn(demo, "pending_view")({}, _request()))[0]["visible"] is False  # no session: nothing shows
+
+
+def test_a_message_while_an_action_waits_points_at_the_buttons(page):
+    core, demo = page
+    saved = waiting(core)
+    respond = _fn(demo, "chat")
+
+    async def send():
+        async for _ in respond("hello?", [], 16, 0.0, saved, None, _request()):
+            pass
+
+    with pytest.raises(gr.Error, match="Accept or Reject it below"):
+        asyncio.run(send())

@@ -235,3 +235,20 @@ def test_call_remote_names_only_declared_remotes():
         registry.get("call_remote").validate({"backend": "elsewhere", "inputs": []})
     with pytest.raises(ValueError, match="invalid fixed arguments"):
         ActionRegistry([ActionArgs(name="ask", uses="call_remote", arguments={"backend": "nope"})], ["space-a"])
+
+
+async def test_the_chat_hook_proposes_one_action_and_answers_the_other_calls(core):
+    from services.core.chat import ToolCall, plain_reply
+
+    session = await core.sessions.create(ALICE)
+    calls = [ToolCall("call_a", "submit_job", {"kind": "embed", "inputs": ["x"]}),
+             ToolCall("call_b", "create_agent", {"name": "second", "system_prompt": "x"})]
+    await core.actions.after_turn(ALICE, session["id"], calls, "clerk", "chat")
+    stored = await core.sessions.get(ALICE, session["id"])
+    assert stored["pending_action"]["tool_call_id"] == "call_a" and stored["state"] == "waiting_for_confirmation"
+    answered = stored["messages"][-1]
+    assert answered["tool_call_id"] == "call_b" and answered["content"].startswith("Action create_agent was not proposed")
+    # `reply` (tool_choice required) is an answer in words, not an action
+    text, rest = plain_reply("", [ToolCall("call_r", "reply", {"text": "Hello!"}), calls[0]])
+    assert text == "Hello!" and rest == [calls[0]]
+    assert plain_reply("plain", []) == ("plain", [])

@@ -12,7 +12,7 @@ import gradio as gr
 
 from services.core.chat import Sampling
 from services.core.services import Core
-from services.errors import RaydioError
+from services.errors import Conflict, RaydioError
 from services.ingress.ui.context import model_choice, owner, queue_size
 
 
@@ -43,6 +43,8 @@ def build_chat_ui(core: Core) -> gr.Blocks:
                     yield answer, saved
             if turn.tool_calls:  # an action the agent proposed: it waits below for Accept or Reject
                 answer = "\n\n".join(filter(None, [turn_text(turn), *(proposal(c.name, c.arguments) for c in turn.tool_calls)]))
+        except Conflict as exc:  # an action waits in this session: the buttons below decide it
+            raise gr.Error("An action waits for your decision: Accept or Reject it below, then send your message.") from exc
         except RaydioError as exc:
             if exc.param == "session_id":  # deleted elsewhere: start afresh next time
                 saved.pop(agent or "", None)
