@@ -282,6 +282,8 @@ class ActionService:
 
     async def reject(self, owner_id: str, session_id: str, reason: str, action_id: str | None = None) -> dict:
         """Discard the waiting action; the reason goes to the history for the model's next turn."""
+        if "\x00" in reason:  # PostgreSQL cannot store it; refused on both backends alike (as storage does)
+            raise InvalidInput("Text with a NUL character (\\u0000) cannot be stored (reason); remove it.", "reason")
         def decide(s):
             chat = _session(s, owner_id, session_id)
             action = self._target(s, chat.id, action_id)

@@ -252,3 +252,10 @@ async def test_the_chat_hook_proposes_one_action_and_answers_the_other_calls(cor
     text, rest = plain_reply("", [ToolCall("call_r", "reply", {"text": "Hello!"}), calls[0]])
     assert text == "Hello!" and rest == [calls[0]]
     assert plain_reply("plain", []) == ("plain", [])
+
+
+async def test_a_reason_with_a_nul_character_is_refused_on_both_backends(core):
+    session_id, _ = await waiting_session(core)
+    with pytest.raises(InvalidInput, match="NUL"):
+        await core.actions.reject(ALICE, session_id, "bad\x00reason")
+    assert (await core.sessions.get(ALICE, session_id))["state"] == "waiting_for_confirmation"
