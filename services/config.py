@@ -354,6 +354,30 @@ class McpArgs(StrictModel):
         description="Origin headers MCP accepts from browsers (requests without Origin are always accepted).")
 
 
+BUILTIN_ACTIONS = ("submit_job", "call_remote", "create_agent")
+
+
+class ActionArgs(StrictModel):
+    """An action a deployer adds: a built-in action under its own name, with some arguments fixed (the model never
+    chooses them), a tighter bound on its inputs, and its own confirmation rule. Agents name it in ``actions``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$", description="What agents and the model call it "
+                      "(lower-case letters, digits, underscores); must differ from the built-ins'.")
+    uses: Literal["submit_job", "call_remote", "create_agent"] = Field(description="The built-in action it runs.")
+    description: str = Field("", max_length=500, description="What the action does, as the model is told; default: "
+                             "the built-in's.")
+    confirm: bool = Field(True, description="Whether a person must accept each call before it runs.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments fixed for every call, e.g. "
+                                      "{kind: embed} or {backend: my-space}; removed from the schema the model sees.")
+    max_inputs: int | None = Field(None, ge=1, description="Most items in `inputs` (submit_job, call_remote).")
+
+    @model_validator(mode="after")
+    def _not_a_builtin(self) -> ActionArgs:
+        if self.name in BUILTIN_ACTIONS:
+            raise ValueError(f"Got action name {self.name!r}. {', '.join(BUILTIN_ACTIONS)} are built in; pick another name.")
+        return self
+
+
 class IngressArgs(DeploymentArgs):
     max_ongoing_requests: int = Field(128, ge=1, description="Requests the ingress replica works on at once.")
     max_queued_requests: int = Field(512, ge=-1)
@@ -363,6 +387,15 @@ class IngressArgs(DeploymentArgs):
                            "layout without a `ui` application; the ingress must then keep one replica (Gradio's queue lives "
                            "in the process).")
     mcp: McpArgs = Field(default_factory=McpArgs, description="The MCP endpoint.")
+    actions: list[ActionArgs] = Field(default_factory=list, description="Actions agents may take besides the "
+                                      "built-ins (submit_job, call_remote, create_agent); see docs/agents.md.")
+
+    @model_validator(mode="after")
+    def _unique_actions(self) -> IngressArgs:
+        names = [a.name for a in self.actions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Got actions named {names}. Each needs its own name.")
+        return self
 
 
     @model_validator(mode="after")

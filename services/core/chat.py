@@ -13,12 +13,16 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from services.config import LimitsArgs, TextGenerationModelArgs
 from services.core.client import ModelClient
 from services.core.sessions import Conversation, SessionStore
 from services.errors import InputTooLarge, InvalidInput
 from services.models.tool_calls import Guide, ToolSpecError, make_guide, parse_arguments
+
+if TYPE_CHECKING:
+    from services.core.actions import ActionService
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +126,10 @@ def generation_params(entry: TextGenerationModelArgs, sampling: Sampling, limits
 
 
 class ChatService:
-    def __init__(self, client: ModelClient, limits: LimitsArgs, sessions: SessionStore | None = None) -> None:
+    def __init__(self, client: ModelClient, limits: LimitsArgs, sessions: SessionStore | None = None,
+                 actions: ActionService | None = None) -> None:
         self.client, self.limits, self.sessions = client, limits, sessions
+        self.actions = actions  # what an agent's calls of its actions do (services/core/actions.py)
         self.catalogue = client.catalogue
 
     async def start(self, owner: str | None, messages: list[dict], model: str | None = None, sampling: Sampling = Sampling(),
@@ -141,16 +147,21 @@ class ChatService:
         if len(messages) > self.limits.max_messages:
             raise InputTooLarge(f"Got {len(messages)} messages. At most {self.limits.max_messages} are allowed.", "messages")
         check_messages(messages)
-        try:
-            guide = make_guide(tools, tool_choice, response_format)
-        except ToolSpecError as exc:
-            raise InvalidInput(str(exc), exc.param) from None
         if (session_id is not None or agent is not None) and (self.sessions is None or owner is None):
             raise InvalidInput("Sessions and agents need an authenticated caller.", "session_id")
         if self.sessions is not None and owner is not None:
             conversation = await self.sessions.conversation(owner, session_id, messages, agent)
         else:
             conversation = Conversation(messages, 0, {})
+        # In a session, an agent's actions are its tools unless the caller brings its own (docs/agents.md).
+        acting = self.actions is not None and tools is None and session_id is not None and bool(conversation.actions)
+        if acting:
+            tools = self.actions.registry.tools(conversation.actions, conversation.tool_choice)
+            tool_choice = conversation.tool_choice
+        try:
+            guide = make_guide(tools, tool_choice, response_format)
+        except ToolSpecError as exc:
+            raise InvalidInput(str(exc), exc.param) from None
         params = generation_params(entry, sampling, self.limits, conversation.agent_defaults)
         if guide.constrained:
             params["guide"] = guide.as_dict()
@@ -158,6 +169,12 @@ class ChatService:
         first = await stream.__anext__()
 
         async def remember(answer: str, completion_tokens: int, tool_calls: list[ToolCall] = ()) -> None:
+            if acting:  # the built-in `reply` is an answer in words; what remains are calls of actions
+                answer, tool_calls = plain_reply(answer, tool_calls)
+                turn.text[:], turn.tool_calls = [answer], list(tool_calls)
+                turn.raw_tool_calls[:] = [c for c in turn.raw_tool_calls if c["name"] != "reply"]
+                if turn.finish_reason == "tool_calls" and not tool_calls:
+                    turn.finish_reason = "stop"
             if session_id is not None:
                 reply = {"role": "assistant", "content": answer}
                 if tool_calls:
@@ -166,8 +183,11 @@ class ChatService:
                 sent = [{**m, "content": m.get("content") or ""} for m in messages]
                 await self.sessions.append(owner, session_id, [*sent, reply],
                                            [*first["message_tokens"][conversation.new_from:], completion_tokens])
+            if acting and tool_calls:  # confirmation needed: the session waits; otherwise it runs now
+                await self.actions.after_turn(owner, session_id, tool_calls, conversation.agent, entry.name)
 
-        return ChatTurn(entry.name, first["prompt_tokens"], stream, remember, guide=guide)
+        turn = ChatTurn(entry.name, first["prompt_tokens"], stream, remember, guide=guide)
+        return turn
 
     async def complete(self, owner: str | None, messages: list[dict], model: str | None = None,
                        sampling: Sampling = Sampling(), session_id: str | None = None, agent: str | None = None, *,
@@ -176,6 +196,12 @@ class ChatService:
         turn = await self.start(owner, messages, model, sampling, session_id, agent, tools=tools,
                                 tool_choice=tool_choice, response_format=response_format)
         return await turn.answer()
+
+
+def plain_reply(answer: str, tool_calls) -> tuple[str, list]:
+    """An agent with ``tool_choice: required`` answers in words by calling ``reply``: its text is the answer."""
+    texts = [str(call.arguments.get("text", "")) for call in tool_calls if call.name == "reply"]
+    return "\n".join([answer, *texts]).strip() if texts else answer, [c for c in tool_calls if c.name != "reply"]
 
 
 def check_messages(messages: list[dict]) -> None:

@@ -45,7 +45,8 @@ class IngressDeployment:
         self.ratelimit = ratelimit
         entries = RaydioAppArgs.model_validate({"models": catalogue}).models
         self.core = build_core(entries, models, get_settings().database_url, self.args.limits,
-                               JobsArgs.model_validate(jobs_args or {}), services={"jobs": jobs}, remotes=remotes or {})
+                               JobsArgs.model_validate(jobs_args or {}), services={"jobs": jobs}, remotes=remotes or {},
+                               actions=self.args.actions)
 
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ingress_app
@@ -88,7 +89,7 @@ class UIIngressDeployment:
         store = AppHandles(api, {"ratelimit": "ratelimit"})
         self.ratelimit = lambda: store["ratelimit"]
         self.core = build_core(app_args.models, models, get_settings().database_url, self.args.limits, app_args.jobs,
-                               services=AppHandles(api, {"jobs": "jobs"}), remotes=remotes)
+                               services=AppHandles(api, {"jobs": "jobs"}), remotes=remotes, actions=self.args.actions)
 
     def __serve_build_asgi_app__(self):
         from services.ingress.app import build_ui_ingress_app

@@ -29,7 +29,15 @@ from services.core.catalogue import describe, faces
 from services.core.chat import Sampling
 from services.core.services import Core
 from services.errors import RaydioError
-from services.ingress.schemas import ClassifyResponse, CompleteJob, JobCreate, JobInfo, Prediction
+from services.ingress.schemas import (
+    ClassifyResponse,
+    CompleteJob,
+    JobCreate,
+    JobInfo,
+    PendingActions,
+    Prediction,
+    SessionAction,
+)
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 SAMPLED = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hint=False)
@@ -229,7 +237,7 @@ def _owner(ctx: Context) -> str:
     request = ctx.request_context.request
     principal = getattr(getattr(request, "state", None), "principal", None)
     if principal is None:
-        raise ToolError("Job tools need an authenticated HTTP request.")
+        raise ToolError("Job and action tools need an authenticated HTTP request.")
     return principal.key_id
 
 
@@ -273,13 +281,56 @@ def _job_tools(server: MCPServer, core: Core) -> None:
         return JobList(jobs=[JobInfo.model_validate(job) for job in await core.jobs.list(_owner(ctx))])
 
 
+SessionId = Annotated[str, Field(min_length=1, description="The chat session the action waits in.")]
+ActionId = Annotated[str | None, Field(description="The action meant (the waiting one when omitted); a retry naming "
+                                                   "it gets an error saying how it was decided.")]
+
+
+def _action_tools(server: MCPServer, core: Core) -> None:
+    """A person's decisions on actions agents proposed in their sessions; owner-checked like the REST routes (another
+    key's session does not exist). The endpoint is stateless, so it never asks: it lists, accepts and rejects."""
+
+    @server.tool(title="List pending actions", annotations=READ_ONLY)
+    async def list_pending_actions(
+        ctx: Context,
+        session_id: Annotated[str | None, Field(description="Only this session's (all of the caller's when "
+                                                            "omitted).")] = None,
+    ) -> PendingActions:
+        """Actions agents proposed in the caller's chat sessions that wait for a person's accept or reject: name,
+        arguments, which agent and model proposed them, and when."""
+        with _tool_errors():
+            return PendingActions(actions=await core.actions.pending(_owner(ctx), session_id))
+
+    @server.tool(title="Accept an action", annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                                                                        idempotent_hint=True, open_world_hint=False))
+    async def accept_action(ctx: Context, session_id: SessionId, action_id: ActionId = None) -> SessionAction:
+        """Run the action waiting in a session, exactly once; returns it with its result (a job's id, say), which
+        the agent reads on its next turn. A second decision is refused, naming the first."""
+        with _tool_errors():
+            return SessionAction.model_validate(await core.actions.accept(_owner(ctx), session_id, action_id))
+
+    @server.tool(title="Reject an action", annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                                                                        idempotent_hint=True, open_world_hint=False))
+    async def reject_action(
+        ctx: Context,
+        session_id: SessionId,
+        reason: Annotated[str, Field(min_length=1, max_length=2000, description="Why; the agent reads it.")],
+        action_id: ActionId = None,
+    ) -> SessionAction:
+        """Discard the action waiting in a session, with a reason that goes to the history for the agent's next
+        turn. A second decision is refused, naming the first."""
+        with _tool_errors():
+            return SessionAction.model_validate(await core.actions.reject(_owner(ctx), session_id, reason, action_id))
+
+
 def _instructions(core: Core) -> str:
     models = "\n".join(f"- {m.name} ({m.kind}): {describe(m)}" for m in core.catalogue.entries.values())
     return f"""raydio serves these models (use `list_models` to see which are ready):
 {models}
 Every model tool takes an optional `model` argument naming one of them. Small chat models are fast but not
 knowledgeable: do not rely on them for facts. For many inputs at once, `submit_job` stores a batch that runs in
-the background; poll it with `get_job`."""
+the background; poll it with `get_job`. Agents may propose actions in chat sessions that wait for the user:
+`list_pending_actions`, then `accept_action` or `reject_action` (with a reason) as the user decides."""
 
 
 def build_mcp_server(core: Core) -> MCPServer:
@@ -291,6 +342,7 @@ def build_mcp_server(core: Core) -> MCPServer:
     root.setLevel(level)
     _model_tools(server, core)
     _job_tools(server, core)
+    _action_tools(server, core)
     return server
 
 

@@ -381,11 +381,44 @@ class SessionCreate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"title": "Trip planning"}]})
 
 
+class StoredToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: dict[str, Any] = Field(description='{"name", "arguments": "<JSON text>"}, as OpenAI writes a call.')
+
+
 class StoredMessage(BaseModel):
-    role: str
-    content: str
+    role: str = Field(description="system, user, assistant or tool (an action's outcome, answering a call).")
+    content: str | None = Field(description="None for an assistant message that only called a tool.")
+    tool_calls: list[StoredToolCall] | None = Field(None, description="The assistant's calls of tools or actions.")
+    tool_call_id: str | None = Field(None, description="The call a tool message answers.")
     tokens: int = Field(description="Tokens of this message, counted by the chat model's tokenizer.")
     created_at: str
+
+
+SessionState = Literal["idle", "waiting_for_confirmation", "running_action"]
+
+
+class SessionAction(BaseModel):
+    """An action an agent proposed in a session, and what became of it."""
+
+    id: str
+    object: Literal["session.action"] = "session.action"
+    session_id: str
+    name: str = Field(description="The action (see GET /v1/actions).")
+    arguments: dict[str, Any] = Field(description="Its arguments, checked against the action's schema.")
+    tool_call_id: str | None = Field(description="The model's call this answers.")
+    proposed_by: str | None = Field(description="The agent that proposed it.")
+    model: str | None = Field(description="The model that wrote the call.")
+    status: Literal["pending", "running", "succeeded", "failed", "rejected"]
+    reason: str | None = Field(description="Why it was rejected.")
+    result: Any = Field(None, description="What the action returned (a job's id, a remote's output...).")
+    error: str | None = Field(description="Why it failed, when it ran and failed.")
+    decided_by: str | None = Field(description="The API key id that decided, or `auto` for an action without "
+                                   "confirmation.")
+    proposed_at: str
+    decided_at: str | None
+    finished_at: str | None
 
 
 class SessionInfo(BaseModel):
@@ -393,12 +426,43 @@ class SessionInfo(BaseModel):
     object: Literal["chat.session"] = "chat.session"
     title: str
     agent: str | None
+    state: SessionState = Field(description="waiting_for_confirmation while an action waits for accept or reject; a "
+                                "new message is then refused with a 409.")
     created_at: str
     updated_at: str
 
 
 class SessionDetail(SessionInfo):
     messages: list[StoredMessage]
+    pending_action: SessionAction | None = Field(description="The action waiting for a decision, if any.")
+
+
+class ActionAccept(Strict):
+    action_id: str | None = Field(None, description="The action meant (the pending one when omitted): a retry "
+                                  "naming it gets a 409 that says how it was decided.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"action_id": "3f2a9c0d1e4b5a6f"}]})
+
+
+class ActionReject(Strict):
+    reason: str = Field(min_length=1, max_length=2000, description="Why: written to the history for the model.",
+                        examples=["Wrong texts; embed the titles instead."])
+    action_id: str | None = Field(None, description="The action meant (the pending one when omitted).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "Embed the titles instead."}]})
+
+
+class PendingActions(BaseModel):
+    actions: list[SessionAction] = Field(description="Waiting actions, oldest first.")
+
+
+class ActionInfo(BaseModel):
+    name: str
+    uses: str = Field(description="The built-in that runs it.")
+    description: str
+    confirm: bool = Field(description="Whether a person must accept each call before it runs.")
+    parameters: dict[str, Any] = Field(description="JSON schema of the arguments the model chooses.")
+    fixed_arguments: dict[str, Any] = Field(description="Arguments the deployer fixed for every call.")
 
 
 # --- durable jobs -------------------------------------------------------------------------------
@@ -457,9 +521,15 @@ class AgentCreate(Strict):
     system_prompt: str = Field(min_length=1, max_length=4000, examples=["You are a pirate. Answer like one."])
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(256, ge=1, description="Default answer length (bounded by the server's limit).")
+    actions: list[str] = Field(default_factory=list, max_length=32, description="Actions it may take (GET "
+                               "/v1/actions); unknown names are a 400. Its chat needs a session to take them.")
+    tool_choice: Literal["auto", "required"] = Field("auto", description="required: every answer is a call, of an "
+                                                     "action or of the built-in `reply` (for plain answers).")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"name": "pirate", "system_prompt": "You are a pirate. Answer like one.", "temperature": 0.9, "max_tokens": 128}]})
+        {"name": "pirate", "system_prompt": "You are a pirate. Answer like one.", "temperature": 0.9, "max_tokens": 128},
+        {"name": "clerk", "system_prompt": "You submit batch jobs for the user.", "actions": ["submit_job"],
+         "tool_choice": "required"}]})
 
 
 class AgentInfo(BaseModel):
@@ -467,6 +537,8 @@ class AgentInfo(BaseModel):
     system_prompt: str
     temperature: float
     max_tokens: int
+    actions: list[str] = Field(description="Actions it may take.")
+    tool_choice: Literal["auto", "required"]
     created_at: str
     ui_url: str = Field(description="The agent's chat UI; it works at once, no restart.")
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.storage.tables import Agent, ApiKey, ChatMessage, ChatSession, Job, JobItem, utcnow
+from services.storage.tables import Agent, ApiKey, ChatMessage, ChatSession, Job, JobItem, SessionAction, utcnow
 
 KEY_PREFIX = "rdk_"
 
@@ -89,14 +89,22 @@ class SessionRepository:
                                                          ChatSession.owner_id == owner_id)).rowcount > 0
 
     @staticmethod
-    def append(session: Session, chat: ChatSession, role: str, content: str, tokens: int) -> ChatMessage:
-        message = ChatMessage(session_id=chat.id, role=role, content=content, tokens=tokens)
+    def append(session: Session, chat: ChatSession, role: str, content: str | None, tokens: int,
+               tool_calls: list | None = None, tool_call_id: str | None = None) -> ChatMessage:
+        message = ChatMessage(session_id=chat.id, role=role, content=content or "", tokens=tokens,
+                              tool_calls=tool_calls or None, tool_call_id=tool_call_id)
         session.add(message)
         chat.updated_at = utcnow()
-        if not chat.title and role == "user":
+        if not chat.title and role == "user" and content:
             chat.title = content[:80]
         session.flush()
         return message
+
+    @staticmethod
+    def set_state(session: Session, session_id: str, expected: str, state: str) -> bool:
+        """Compare-and-set the session's state: False when another request changed it first."""
+        return session.execute(update(ChatSession).where(ChatSession.id == session_id, ChatSession.state == expected)
+                               .values(state=state, updated_at=utcnow())).rowcount > 0
 
 
 # --- agents -------------------------------------------------------------------------------------
@@ -104,9 +112,9 @@ class SessionRepository:
 class AgentRepository:
     @staticmethod
     def create(session: Session, owner_id: str, name: str, system_prompt: str, temperature: float,
-               max_tokens: int) -> Agent:
+               max_tokens: int, actions: list[str] | None = None, tool_choice: str = "auto") -> Agent:
         agent = Agent(owner_id=owner_id, name=name, system_prompt=system_prompt, temperature=temperature,
-                      max_tokens=max_tokens)
+                      max_tokens=max_tokens, actions=list(actions or []), tool_choice=tool_choice)
         session.add(agent)
         session.flush()
         return agent
@@ -118,6 +126,63 @@ class AgentRepository:
     @staticmethod
     def list(session: Session) -> list[Agent]:
         return list(session.scalars(select(Agent).order_by(Agent.created_at)))
+
+
+# --- actions agents propose in sessions ---------------------------------------------------------
+
+class SessionActionRepository:
+    @staticmethod
+    def propose(session: Session, chat: ChatSession, name: str, arguments: dict, tool_call_id: str | None,
+                proposed_by: str | None, model: str | None) -> SessionAction | None:
+        """Store a pending action and put the session in ``waiting_for_confirmation``; None when the session was not
+        idle (one action waits at a time)."""
+        if not SessionRepository.set_state(session, chat.id, "idle", "waiting_for_confirmation"):
+            return None
+        action = SessionAction(session_id=chat.id, name=name, arguments=arguments, tool_call_id=tool_call_id,
+                               proposed_by=proposed_by, model=model)
+        session.add(action)
+        session.flush()
+        return action
+
+    @staticmethod
+    def pending(session: Session, session_id: str) -> SessionAction | None:
+        return session.scalar(select(SessionAction).where(SessionAction.session_id == session_id,
+                                                          SessionAction.status == "pending"))
+
+    @staticmethod
+    def get(session: Session, session_id: str, action_id: str) -> SessionAction | None:
+        action = session.get(SessionAction, action_id)
+        return action if action is not None and action.session_id == session_id else None
+
+    @staticmethod
+    def last(session: Session, session_id: str) -> SessionAction | None:
+        return session.scalar(select(SessionAction).where(SessionAction.session_id == session_id)
+                              .order_by(SessionAction.proposed_at.desc()).limit(1))
+
+    @staticmethod
+    def list(session: Session, session_id: str) -> list[SessionAction]:
+        return list(session.scalars(select(SessionAction).where(SessionAction.session_id == session_id)
+                                    .order_by(SessionAction.proposed_at)))
+
+    @staticmethod
+    def decide(session: Session, action_id: str, status: str, decided_by: str, reason: str | None = None) -> bool:
+        """Compare-and-set ``pending`` -> ``status`` (running or rejected). Exactly one of any number of concurrent
+        decisions sees True: the database serialises the conditional UPDATE."""
+        return session.execute(update(SessionAction).where(SessionAction.id == action_id, SessionAction.status == "pending")
+                               .values(status=status, decided_by=decided_by, reason=reason, decided_at=utcnow())
+                               ).rowcount > 0
+
+    @staticmethod
+    def finish(session: Session, action_id: str, status: str, result=None, error: str | None = None) -> bool:
+        return session.execute(update(SessionAction).where(SessionAction.id == action_id, SessionAction.status == "running")
+                               .values(status=status, result=result, error=error, finished_at=utcnow())).rowcount > 0
+
+    @staticmethod
+    def waiting(session: Session, owner_id: str, limit: int = 100) -> list[SessionAction]:
+        """The owner's pending actions, oldest first."""
+        return list(session.scalars(select(SessionAction).join(ChatSession, ChatSession.id == SessionAction.session_id)
+                                    .where(ChatSession.owner_id == owner_id, SessionAction.status == "pending")
+                                    .order_by(SessionAction.proposed_at).limit(limit)))
 
 
 # --- durable jobs -------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class ChatSession(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(String(64), index=True)  # the API key id that created it
     title: Mapped[str] = mapped_column(String(200), default="")
+    # idle | waiting_for_confirmation | running_action; changed only by compare-and-set (SessionActionRepository)
+    state: Mapped[str] = mapped_column(String(32), default="idle", server_default="idle")
     agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -57,6 +59,10 @@ class ChatMessage(Base):
     role: Mapped[str] = mapped_column(String(20))
     content: Mapped[str] = mapped_column(Text)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # OpenAI's shapes: an assistant message's calls ([{"id", "type", "function": {"name", "arguments"}}]) and the
+    # call a tool message answers
+    tool_calls: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    tool_call_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     session: Mapped[ChatSession] = relationship(back_populates="messages")
 
@@ -69,8 +75,35 @@ class Agent(Base):
     system_prompt: Mapped[str] = mapped_column(Text)
     temperature: Mapped[float] = mapped_column(Float, default=0.7)
     max_tokens: Mapped[int] = mapped_column(Integer, default=256)
+    actions: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # names of actions it may take
+    tool_choice: Mapped[str] = mapped_column(String(16), default="auto", server_default="auto")  # auto | required
     owner_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SessionAction(Base):
+    """An action an agent proposed in a session, and what became of it. At most one per session is ``pending``;
+    every decision is a compare-and-set on ``status``, so an action runs at most once however many accepts race."""
+
+    __tablename__ = "session_actions"
+    __table_args__ = (Index("ix_session_actions_session_status", "session_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("chat_sessions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tool_call_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    proposed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the agent's name
+    model: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # pending -> running -> succeeded | failed, or pending -> rejected
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it was rejected
+    result: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the API key id that decided
+    proposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Job(Base):

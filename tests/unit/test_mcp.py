@@ -46,10 +46,10 @@ def test_tools_are_described_for_an_assistant(client):
     tools = {tool["name"]: tool for tool in _rpc(client, "tools/list")["tools"]}
     # one tool per capability of the catalogue's kinds, each taking a `model` that lists the models serving it
     assert set(tools) == {"list_models", "embed", "rank_by_similarity", "predict", "classify", "classify_image", "chat",
-                          "submit_job", "get_job", "list_jobs"}
+                          "submit_job", "get_job", "list_jobs", "list_pending_actions", "accept_action", "reject_action"}
     for tool in tools.values():
         assert len(tool["description"]) > 40 and tool["title"]
-        assert tool["annotations"]["readOnlyHint"] is (tool["name"] != "submit_job")
+        assert tool["annotations"]["readOnlyHint"] is (tool["name"] not in ("submit_job", "accept_action", "reject_action"))
         assert tool["outputSchema"]["type"] == "object"
         for name, schema in tool["inputSchema"].get("properties", {}).items():
             assert schema.get("description"), f"{tool['name']}.{name} has no description"

@@ -17,8 +17,11 @@ async function api(path, options = {}) {
 const postJSON = (path, body) =>
   api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
-// --- streaming chat ---------------------------------------------------------------------------
-const history = [];
+// --- streaming chat, in a stored session ------------------------------------------------------
+// The session (one per agent) is remembered in localStorage; its history and any action waiting for a decision
+// are read back from the server, so a reload shows both.
+const agentName = () => $("chat-agent").value.trim();
+const sessionKey = () => `raydio-app-session:${agentName()}`;
 
 function addMessage(role, text) {
   const item = document.createElement("li");
@@ -29,18 +32,77 @@ function addMessage(role, text) {
   return item;
 }
 
+function storedText(message) {
+  if (message.role === "tool") return `⚙ ${message.content}`;
+  const calls = (message.tool_calls || []).map((c) => `I would like to run ${c.function.name} with ${c.function.arguments}.`);
+  return [message.content || "", ...calls].filter(Boolean).join("\n");
+}
+
+function showPending(action) {
+  $("pending").hidden = !action;
+  if (!action) return;
+  $("pending").dataset.action = action.id;
+  $("pending-text").textContent = `${action.proposed_by ? `Agent ${action.proposed_by}` : "The agent"} wants to run ` +
+    `${action.name} with ${JSON.stringify(action.arguments)}. Nothing runs until you accept.`;
+}
+
+async function ensureSession() {
+  const known = localStorage.getItem(sessionKey());
+  if (known) return known;
+  const session = await (await postJSON("/v1/sessions", { agent: agentName() || null })).json();
+  localStorage.setItem(sessionKey(), session.id);
+  return session.id;
+}
+
+async function loadSession(render) {
+  const id = localStorage.getItem(sessionKey());
+  let session = null;
+  if (id) {
+    try { session = await (await api(`/v1/sessions/${id}`)).json(); }
+    catch (error) { localStorage.removeItem(sessionKey()); }  // deleted elsewhere: start afresh
+  }
+  if (render) {
+    $("chat-log").replaceChildren();
+    for (const message of session ? session.messages : []) {
+      if (message.role !== "system") addMessage(message.role === "user" ? "user" : "assistant", storedText(message)).dataset.done = "true";
+    }
+  }
+  showPending(session && session.pending_action);
+  return session;
+}
+
+async function decide(verb) {
+  const body = verb === "reject" ? { reason: $("reject-reason").value.trim() || "No reason given." } : {};
+  body.action_id = $("pending").dataset.action;
+  try {
+    await postJSON(`/v1/sessions/${localStorage.getItem(sessionKey())}/actions/${verb}`, body);
+    $("reject-reason").value = "";
+  } catch (error) { addMessage("error", error.message); }
+  await loadSession(true);
+}
+$("accept-action").addEventListener("click", () => decide("accept"));
+$("reject-action").addEventListener("click", () => decide("reject"));
+
+$("chat-agent").value = localStorage.getItem("raydio-app-agent") || "";
+$("chat-agent").addEventListener("change", () => {
+  localStorage.setItem("raydio-app-agent", agentName());
+  loadSession(true);
+});
+loadSession(true);
+
 $("chat-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const text = $("chat-input").value.trim();
   if (!text) return;
   $("chat-input").value = "";
   $("chat-send").disabled = true;
-  history.push({ role: "user", content: text });
   addMessage("user", text);
   const bubble = addMessage("assistant", "");
   try {
-    const response = await postJSON("/v1/chat/completions",
-      { model: "chat", messages: history, stream: true, max_tokens: 128 });
+    const session_id = await ensureSession();
+    const request = { model: "chat", messages: [{ role: "user", content: text }], session_id, stream: true };
+    if (!agentName()) request.max_tokens = 128;  // an agent's own default applies otherwise
+    const response = await postJSON("/v1/chat/completions", request);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -59,8 +121,10 @@ $("chat-form").addEventListener("submit", async (event) => {
         if (delta) bubble.textContent += delta;
       }
     }
+    const session = await loadSession(false);
+    const last = session && session.messages[session.messages.length - 1];
+    if (last && last.role === "assistant") bubble.textContent = storedText(last);  // a proposal, in words
     bubble.dataset.done = "true";
-    history.push({ role: "assistant", content: bubble.textContent });
   } catch (error) {
     bubble.className = "error";
     bubble.textContent = error.message;

@@ -1,13 +1,18 @@
 """Streaming chat UI. Each browser keeps its session id (per agent) in localStorage; the history lives in the
-database, so a reload shows it again. ``/ui/chat/?agent=NAME`` talks as a runtime-created agent."""
+database, so a reload shows it again. ``/ui/chat/?agent=NAME`` talks as a runtime-created agent.
+
+When the agent proposes an action that needs confirmation, Accept and Reject (with a reason) appear under the
+conversation; what shows is derived from the stored session each time, so it survives a reload."""
 
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 
 from services.core.chat import Sampling
 from services.core.services import Core
-from services.errors import RaydioError
+from services.errors import Conflict, RaydioError
 from services.ingress.ui.context import QUEUE_PER_SLOT, model_choice, owner, queue_size
 
 
@@ -36,6 +41,10 @@ def build_chat_ui(core: Core, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks
                 answer += chunk["text"]
                 if chunk["text"]:
                     yield answer, saved
+            if turn.tool_calls:  # an action the agent proposed: it waits below for Accept or Reject
+                answer = "\n\n".join(filter(None, [turn_text(turn), *(proposal(c.name, c.arguments) for c in turn.tool_calls)]))
+        except Conflict as exc:  # an action waits in this session: the buttons below decide it
+            raise gr.Error("An action waits for your decision: Accept or Reject it below, then send your message.") from exc
         except RaydioError as exc:
             if exc.param == "session_id":  # deleted elsewhere: start afresh next time
                 saved.pop(agent or "", None)
@@ -53,7 +62,42 @@ def build_chat_ui(core: Core, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks
             stored = await sessions.get(owner(request), session_id)
         except RaydioError:
             return heading, []
-        return heading, [{"role": m["role"], "content": m["content"]} for m in stored["messages"] if m["role"] != "system"]
+        return heading, shown(stored["messages"])
+
+    async def pending_view(saved: dict, request: gr.Request):
+        """Accept and Reject show only while the stored session waits for a decision."""
+        session_id = (saved or {}).get(_agent(request) or "")
+        action = None
+        if session_id is not None:
+            try:
+                action = (await sessions.get(owner(request), session_id))["pending_action"]
+            except RaydioError:
+                action = None
+        if action is None:
+            return gr.update(visible=False), ""
+        who = f"Agent `{action['proposed_by']}`" if action["proposed_by"] else "The agent"
+        return gr.update(visible=True), (f"**{who} wants to run `{action['name']}`** with\n```json\n"
+                                         f"{json.dumps(action['arguments'], indent=1)}\n```\nNothing runs until you accept.")
+
+    async def decide(accept: bool, reason: str, saved: dict, request: gr.Request):
+        session_id = (saved or {}).get(_agent(request) or "")
+        if session_id is None:
+            raise gr.Error("No session here.")
+        try:
+            if accept:
+                await core.actions.accept(owner(request), session_id)
+            else:
+                await core.actions.reject(owner(request), session_id, (reason or "").strip() or "No reason given.")
+            stored = await sessions.get(owner(request), session_id)
+        except RaydioError as exc:
+            raise gr.Error(exc.message) from exc
+        return shown(stored["messages"]), gr.update(visible=False), "", ""
+
+    async def accept_action(reason: str, saved: dict, request: gr.Request):
+        return await decide(True, reason, saved, request)
+
+    async def reject_action(reason: str, saved: dict, request: gr.Request):
+        return await decide(False, reason, saved, request)
 
     running, waiting = queue_size(core, "text-generation", queue_per_slot)
     with gr.Blocks(title="raydio · chat") as demo:
@@ -82,6 +126,40 @@ def build_chat_ui(core: Core, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks
             api_description="Send a message; returns the assistant's reply (streamed) and the browser's session map. "
                             "The conversation continues the stored session.",
         )
-        demo.load(restore, inputs=[saved], outputs=[heading, chatbot], api_visibility="private")
+        with gr.Group(visible=False, elem_id="pending-action") as panel:
+            pending = gr.Markdown(elem_id="pending-text")
+            reason = gr.Textbox(label="Reason (sent to the agent when you reject)", elem_id="reject-reason")
+            with gr.Row():
+                accept = gr.Button("Accept", variant="primary", elem_id="accept-action")
+                reject = gr.Button("Reject", variant="stop", elem_id="reject-action")
+        accept.click(accept_action, [reason, saved], [chatbot, panel, pending, reason], api_name="accept_action")
+        reject.click(reject_action, [reason, saved], [chatbot, panel, pending, reason], api_name="reject_action")
+        # after every answer (and after a reload): the stored session decides whether the buttons show
+        chatbot.change(pending_view, [saved], [panel, pending], trigger_mode="always_last", api_visibility="private")
+        demo.load(restore, inputs=[saved], outputs=[heading, chatbot], api_visibility="private").then(
+            pending_view, [saved], [panel, pending], api_visibility="private")
     # As many generations at once as the deployments batch; a bounded wait behind them, refused at once when full.
     return demo.queue(max_size=waiting)
+
+
+def proposal(name: str, arguments: dict) -> str:
+    return f"I would like to run `{name}` with `{json.dumps(arguments)}`. Accept or reject it below."
+
+
+def turn_text(turn) -> str:
+    return "".join(turn.text).strip()
+
+
+def shown(messages: list[dict]) -> list[dict]:
+    """The stored history as the chatbot shows it: proposals and outcomes in words, system prompts hidden."""
+    bubbles = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            bubbles.append({"role": "assistant", "content": f"⚙ {m['content']}"})
+            continue
+        calls = [proposal(c["function"]["name"], json.loads(c["function"]["arguments"] or "{}")) for c in m.get("tool_calls") or ()]
+        content = "\n\n".join(filter(None, [m["content"] or "", *calls]))
+        bubbles.append({"role": m["role"], "content": content})
+    return bubbles
