@@ -158,6 +158,40 @@ class GradioUIUser(RaydioUser):
                     None if event == "complete" else RuntimeError(f"ended with {event!r}"))
 
 
+class GradioChatUser(RaydioUser):
+    """A person on the chat page through Gradio's HTTP API: POST .../call/chat, then read the streamed events. The
+    page runs as many generations at once as the chat deployment batches (its queue's concurrency limit)."""
+
+    weight = 1
+    wait_time = between(1, 3)
+    prefix = "/ui/chat/gradio_api/call/chat"
+
+    @task
+    def chat(self) -> None:
+        started, first, event = time.perf_counter(), None, None
+        response = self.client.post(self.prefix, json={"data": [random.choice(PROMPTS), 32, 0.7, {}]},
+                                    headers=self.ids(), name="ui chat: call")
+        if response.status_code != 200:
+            return
+        with self.client.get(f"{self.prefix}/{response.json()['event_id']}", headers=self.ids(),
+                             name="ui chat: events", stream=True, catch_response=True) as events_response:
+            for line in events_response.iter_lines():
+                if line.startswith(b"event:"):
+                    event = line[6:].strip().decode()
+                    if event == "generating" and first is None:
+                        first = time.perf_counter()
+                    if event in ("complete", "error"):
+                        break
+            if event == "complete":
+                events_response.success()
+            else:
+                events_response.failure(f"the event stream ended with {event!r}")
+        error = None if event == "complete" else RuntimeError(f"ended with {event!r}")
+        if first is not None:
+            self.metric("ui chat first tokens", (first - started) * 1000, "GRADIO")
+        self.metric("ui chat", (time.perf_counter() - started) * 1000, "GRADIO", error)
+
+
 class JobsUser(RaydioUser):
     """A durable batch job: POST /v1/jobs, then poll GET /v1/jobs/{id} until it is done."""
 
