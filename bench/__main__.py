@@ -37,6 +37,8 @@ NOOP_LEVELS = (1, 4, 16, 64)
 PLAIN = "plain uvicorn"
 NAIVE = "FastAPI + uvicorn, model per request"
 GRADIO = "gradio.Server, @app.api batch=True"
+METRICS_PORT = 8390  # each stack's Ray metrics export (RAYDIO_METRICS_PORT), read for the batch sizes formed
+METRICS_EXPORT_S = 12
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
@@ -138,7 +140,7 @@ def _create_key(work_dir: Path) -> tuple[str, dict[str, str]]:
     settings = runner.prepare_state(Settings())
     with session_scope(settings.database_url) as session:
         secret = KeyRepository.create(session, "bench", ["inference"], rate_limit_per_minute=10_000_000).secret
-    return secret, {**env, "RAYDIO_JWT_SECRET": os.environ["RAYDIO_JWT_SECRET"]}
+    return secret, {**env, "RAYDIO_JWT_SECRET": os.environ["RAYDIO_JWT_SECRET"], "RAYDIO_METRICS_PORT": str(METRICS_PORT)}
 
 
 async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements:
@@ -187,8 +189,14 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
                                                        duration_s=d) for level in NOOP_LEVELS}
             profiles = _py_spy(root, ("ray::ServeReplica:raydio:ingress", "ray::ServeReplica:raydio:embedder",
                                       "ray::ProxyActor"), int(d), charts_dir) if last and args.profile else []
+            metrics = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+            before = targets.batch_inputs(metrics, "embedder")
             m.embed[name], m.cpu[name] = await _with_cpu(root, loadgen.drive(
                 name, url, loadgen.openai_embedding(), concurrency=c, duration_s=d, headers=headers))
+            await asyncio.sleep(METRICS_EXPORT_S)  # Ray's agent exports what the replicas recorded every few seconds
+            inputs, passes = (a - b for a, b in zip(targets.batch_inputs(metrics, "embedder"), before, strict=True))
+            if passes:
+                m.batches[name] = inputs / passes
             m.embed[name].name += f" ({targets.replicas(root, 'embedder')} embedder replica(s) at the end)"
             if last and args.generation:
                 print("bench:   chat over HTTP (1 vs 8 streams) and through the Gradio chat page (1 vs 4 users)", flush=True)
@@ -211,7 +219,9 @@ def render(m: report.Measurements, args: argparse.Namespace, command: str, start
         "machine (it competes for the same two cores, the same way for every target). One sentence per request. "
         f"1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (anything else running on the "
         "machine shows up there).",
-        f"## Embeddings at saturation (concurrency {args.concurrency})\n\n{report.embed_table(m)}",
+        f"## Embeddings at saturation (concurrency {args.concurrency})\n\n{report.embed_table(m)}\n\nmean batch: sentences "
+        "per forward pass of the embedder during the run (the change of `ray_raydio_model_batch_inputs` _sum over _count "
+        "in the stack's metrics export); the limit's row is the batch it was measured at.",
         f"In-process limit by batch size and torch threads (best: batch {size}, {threads} thread(s), {limit:,.0f} "
         f"sentences/s), each for min(duration, 5 s):\n\n{report.limit_table(m)}",
         "## Overhead: a no-op route\n\n`GET /health/live` on raydio (Serve proxy → ingress replica → FastAPI, no "

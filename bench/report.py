@@ -19,6 +19,7 @@ class Measurements:
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> process -> % of one core
     profiles: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # process -> (share, frame)
     generation: list = field(default_factory=list)  # bench.generation.Row: in process, then over HTTP (bench/chat.py)
+    batches: dict[str, float] = field(default_factory=dict)  # target -> mean inputs per embedder forward pass
     chat_users: dict | None = None  # gradio_client users of /ui/chat/: one alone, then several at once
 
     @property
@@ -33,14 +34,15 @@ def _fmt(value: float, digits: int = 1) -> str:
 def embed_table(m: Measurements) -> str:
     (threads, size), limit = m.best_limit
     peers = {name: r.throughput for name, r in m.embed.items() if not name.startswith("raydio")}
-    head = ["target", "req/s", "p50 ms", "p99 ms", "failed", "÷ limit", *(f"÷ {p}" for p in peers)]
+    head = ["target", "req/s", "p50 ms", "p99 ms", "failed", "mean batch", "÷ limit", *(f"÷ {p}" for p in peers)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append(f"| limit: in-process, batch {size}, {threads} torch thread(s), no HTTP | {_fmt(limit)} | | | | 1.00 |"
+    lines.append(f"| limit: in-process, batch {size}, {threads} torch thread(s), no HTTP | {_fmt(limit)} | | | | {size} | 1.00 |"
                  + " |" * len(peers))
     for name, r in m.embed.items():
         ratios = [f"{r.throughput / v:.2f}" if v else "—" for v in peers.values()] if name.startswith("raydio") else [""] * len(peers)
+        batch = _fmt(m.batches[name]) if name in m.batches else ""
         lines.append(f"| {name} | {_fmt(r.throughput)} | {_fmt(r.percentile(50))} | {_fmt(r.percentile(99))} | {r.failed} | "
-                     f"{r.throughput / limit:.2f} | " + " | ".join(ratios) + " |")
+                     f"{batch} | {r.throughput / limit:.2f} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 

@@ -131,6 +131,19 @@ def raydio_stack(config: dict, name: str, work_dir: Path, env: dict[str, str]) -
             _stop(process, grace_s=60)
 
 
+def batch_inputs(metrics_url: str, model: str) -> tuple[float, float]:
+    """(inputs, forward passes) the ``model`` replicas have counted so far: the ``_sum`` and ``_count`` of
+    ``ray_raydio_model_batch_inputs`` in the stack's Prometheus export (0, 0 before the first batch)."""
+    text = httpx.get(metrics_url, timeout=10).text
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        if line.startswith("ray_raydio_model_batch_inputs_") and f'model="{model}"' in line:
+            suffix = line.split("{")[0].removeprefix("ray_raydio_model_batch_inputs")
+            if suffix in totals:
+                totals[suffix] += float(line.rsplit(" ", 1)[1])
+    return totals["_sum"], totals["_count"]
+
+
 def replicas(root: psutil.Process, deployment: str) -> int:
     """Live replicas of a deployment among the processes under ``root`` (Ray names them by setproctitle)."""
     count = 0

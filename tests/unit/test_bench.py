@@ -52,10 +52,11 @@ def test_ratios_come_from_the_measurements():
         result = loadgen.LoadResult(name, 64, 1.0, latencies_ms=[10.0] * ok)
         result.statuses[200] = ok
         m.embed[name] = result
+    m.batches["raydio, x"] = 7.25
     m.embed["raydio, x"].statuses[503] = 3
     m.embed["raydio, x"].rejections_without_retry_after = 1
     row = next(line for line in report.embed_table(m).splitlines() if line.startswith("| raydio, x"))
-    assert row.split(" | ")[1:] == ["200.0", "10.0", "10.0", "3", "0.50", "4.00", "2.00 |"]
+    assert row.split(" | ")[1:] == ["200.0", "10.0", "10.0", "3", "7.2", "0.50", "4.00", "2.00 |"]
     assert m.embed["raydio, x"].unexpected_failures == 1  # the 503 without Retry-After
 
 
