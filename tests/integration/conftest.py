@@ -66,8 +66,12 @@ def own_models_config(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(items):
+    """Every test here is an integration test; the ones marked ``kills`` (they SIGKILL processes of the one shared
+    stack: replicas, the Serve controller) run after all others, so no other test sees a stack mid-recovery or
+    series left behind by dead replicas (the metrics tests count exact increases)."""
     for item in items:
         item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("kills") is not None)  # stable: order kept within each group
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -92,6 +92,9 @@ def test_gradio_chat_page_accept_after_a_reload(page):
     accept = page.locator("#accept-action")
     expect(accept).to_be_hidden()
     before = job_ids(page)
+    temperature = page.get_by_label("number input for Temperature")  # the page sends its sliders' values: greedy
+    temperature.fill("0")
+    temperature.press("Enter")
     box = page.locator("textarea").first
     box.fill(ASK)
     box.press("Enter")

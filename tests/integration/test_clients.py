@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import numpy as np
 import openai
@@ -62,13 +64,19 @@ def test_openai_client_extras(oai):
     first, second = (oai.chat.completions.create(**request) for _ in range(2))
     assert first.choices[0].message.content == second.choices[0].message.content
     assert first.usage.completion_tokens <= 6
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
-    with pytest.raises(openai.BadRequestError, match="tools") as refused:
-        oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], tools=[tool])
-    assert refused.value.param == "tools"
-    with pytest.raises(openai.BadRequestError, match="response_format"):
-        oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}],
-                                    response_format={"type": "json_object"})
+    # tools and structured output through the real stack (the 135M model, constrained by its grammar)
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    called = oai.chat.completions.create(model="chat", messages=ask, tools=[tool], tool_choice="required",
+                                         max_completion_tokens=48, temperature=0)
+    assert called.choices[0].finish_reason == "tool_calls"
+    call = called.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+    with pytest.raises(openai.BadRequestError, match="tool_choice") as refused:
+        oai.chat.completions.create(model="chat", messages=ask, tools=[tool],
+                                    tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert refused.value.param == "tool_choice"
 
 
 @pytest.mark.parametrize(("ui", "endpoints"), [("chat", ["/chat"]), ("digits", ["/classify"]), ("embeddings", ["/rank"]),

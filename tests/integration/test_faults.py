@@ -21,6 +21,8 @@ from services.storage.db import session_scope
 from services.storage.repositories import KeyRepository
 from services.storage.tables import JobItem
 
+pytestmark = pytest.mark.kills
+
 LOAD = {  # the load that exercises each target, kept small: the stack is shared with every other test
     "ingress": {"embed_workers": 2, "digits_workers": 1, "chat_workers": 0},
     "embedder": {"embed_workers": 3, "digits_workers": 0, "chat_workers": 0},

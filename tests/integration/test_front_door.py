@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from gradio_client import Client
 
 API_PREFIX = "SERVE_REPLICA::raydio#ingress#"
@@ -174,6 +175,7 @@ def _chat_fn_index(client: Client) -> int:
     return next(dep.get("id", i) for i, dep in enumerate(client.config["dependencies"]) if dep.get("api_name") == "chat")
 
 
+@pytest.mark.kills
 def test_a_replica_killed_with_sigkill_is_routed_around(base_url):
     replicas = alive_api_replicas()
     assert len(replicas) == 2, replicas

@@ -6,6 +6,7 @@ import os
 import time
 
 import httpx
+import pytest
 import ray
 
 from services.storage.db import session_scope
@@ -39,6 +40,7 @@ def _wait_for(http: httpx.Client, job_id: str, condition, timeout_s: float) -> d
     raise AssertionError(f"job {job_id} did not reach the expected state in {timeout_s}s: {_status(http, job_id)}")
 
 
+@pytest.mark.kills
 def test_jobs_survive_killed_runner_and_ingress(http):
     prompts = [f"Write one sentence about the number {i}." for i in range(8)]
     accepted = http.post("/v1/jobs", json={"kind": "complete", "inputs": prompts, "max_tokens": 16, "temperature": 0})

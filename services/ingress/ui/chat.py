@@ -132,8 +132,9 @@ def build_chat_ui(core: Core, queue_per_slot: int = QUEUE_PER_SLOT) -> gr.Blocks
             with gr.Row():
                 accept = gr.Button("Accept", variant="primary", elem_id="accept-action")
                 reject = gr.Button("Reject", variant="stop", elem_id="reject-action")
-        accept.click(accept_action, [reason, saved], [chatbot, panel, pending, reason], api_name="accept_action")
-        reject.click(reject_action, [reason, saved], [chatbot, panel, pending, reason], api_name="reject_action")
+        # The page's buttons, not API endpoints: programs decide through REST or MCP (docs/agents.md).
+        accept.click(accept_action, [reason, saved], [chatbot, panel, pending, reason], api_visibility="private")
+        reject.click(reject_action, [reason, saved], [chatbot, panel, pending, reason], api_visibility="private")
         # after every answer (and after a reload): the stored session decides whether the buttons show
         chatbot.change(pending_view, [saved], [panel, pending], trigger_mode="always_last", api_visibility="private")
         demo.load(restore, inputs=[saved], outputs=[heading, chatbot], api_visibility="private").then(
