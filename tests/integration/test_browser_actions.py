@@ -92,9 +92,12 @@ def test_gradio_chat_page_accept_after_a_reload(page):
     accept = page.locator("#accept-action")
     expect(accept).to_be_hidden()
     before = job_ids(page)
-    temperature = page.get_by_label("number input for Temperature")  # the page sends its sliders' values: greedy
-    temperature.fill("0")
-    temperature.press("Enter")
+    # The page sends its sliders' values, not the agent's: greedy, and room for the whole call (cut by max_tokens,
+    # a call does not parse and nothing is proposed).
+    for label, value in (("Temperature", "0"), ("Max new tokens", "256")):
+        field = page.get_by_label(f"number input for {label}")
+        field.fill(value)
+        field.press("Enter")
     box = page.locator("textarea").first
     box.fill(ASK)
     box.press("Enter")
