@@ -44,10 +44,11 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 
 def variants() -> list[tuple[str, int, bool, dict[str, str]]]:
     """(name, port, Serve's queue defaults?, extra environment) of each raydio stack, run one after another."""
+    serve_proxy = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}  # raydio puts HAProxy in front unless told not to
     return [
-        ("raydio, Serve defaults", 8300, True, {}),
-        ("raydio, local.yaml", 8301, False, {}),
-        ("raydio, local.yaml + HA proxy", 8302, False, {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+        ("raydio, Serve defaults", 8300, True, serve_proxy),
+        ("raydio, local.yaml, Serve's proxy", 8301, False, serve_proxy),
+        ("raydio, local.yaml (HAProxy, the default)", 8302, False, {}),
     ]
 
 

@@ -94,6 +94,9 @@ def ensure_admin_key(settings: Settings) -> str | None:
         return KeyRepository.create(session, "first admin (make run)", ["admin", "inference"]).secret
 
 
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
 def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None:
     """Start a local Ray cluster (or join ``settings.ray_address``); returns the port of its Prometheus metrics.
 
@@ -102,6 +105,10 @@ def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None
     """
     import ray
 
+    # HAProxy in front of the ingress replicas (Ray's bundled binary) unless told otherwise: in `make bench` it cut the
+    # no-op overhead ~4.5x against Serve's Python proxy (docs/operations.md). Read by the Serve controller, so it is
+    # set before Ray starts the processes that inherit this environment; RAY_SERVE_ENABLE_HA_PROXY=0 turns it off.
+    os.environ.setdefault(HA_PROXY_ENV, "1")
     env = {key: value for key, value in os.environ.items() if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env.setdefault("HF_HUB_OFFLINE", "1")

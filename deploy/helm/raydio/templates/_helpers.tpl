@@ -67,6 +67,8 @@ app.kubernetes.io/part-of: raydio
 # Ray, Gradio, torch and the SQLite default write under HOME; the root filesystem is read-only.
 - {name: HOME, value: /tmp}
 - {name: RAYDIO_ENVIRONMENT, value: {{ .Values.environment }}}
+# HAProxy in front of the ingress replicas instead of Serve's Python proxy (values: haproxy).
+- {name: RAY_SERVE_ENABLE_HA_PROXY, value: {{ ternary "1" "0" .Values.haproxy | quote }}}
 {{- with .Values.env }}
 {{ toYaml . }}
 {{- end }}
