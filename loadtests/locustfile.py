@@ -127,54 +127,19 @@ class ChatStreamUser(RaydioUser):
             self.metric("chat stream tokens/s", (tokens - 1) / (ended - first), "RATE")
 
 
-class GradioUIUser(RaydioUser):
-    """The embeddings UI through Gradio's HTTP API: POST .../call/rank, then read the event stream."""
+class GradioUser(RaydioUser):
+    """A page used through Gradio's HTTP API: POST .../call/<api>, then read its event stream to the end."""
 
-    weight = 1
-    prefix = "/ui/embeddings/gradio_api/call/rank"
+    abstract = True
 
-    @task
-    def rank(self) -> None:
-        started = time.perf_counter()
-        query, *others = random.sample(SENTENCES, 4)
-        response = self.client.post(self.prefix, json={"data": [query, "\n".join(others)]}, headers=self.ids(),
-                                    name="ui embeddings rank: call")
+    def gradio_call(self, prefix: str, data: list, name: str) -> tuple[str | None, float | None]:
+        """(the last event, when the first "generating" event came) of one call; Locust records both requests."""
+        response = self.client.post(prefix, json={"data": data}, headers=self.ids(), name=f"{name}: call")
         if response.status_code != 200:
-            return
-        event_id = response.json()["event_id"]
-        event = None
-        with self.client.get(f"{self.prefix}/{event_id}", headers=self.ids(), name="ui embeddings rank: events",
+            return None, None
+        event, first = None, None
+        with self.client.get(f"{prefix}/{response.json()['event_id']}", headers=self.ids(), name=f"{name}: events",
                              stream=True, catch_response=True) as events_response:
-            for line in events_response.iter_lines():
-                if line.startswith(b"event:"):
-                    event = line[6:].strip().decode()
-                    if event in ("complete", "error"):
-                        break
-            if event == "complete":
-                events_response.success()
-            else:
-                events_response.failure(f"the event stream ended with {event!r}")
-        self.metric("ui embeddings rank", (time.perf_counter() - started) * 1000, "GRADIO",
-                    None if event == "complete" else RuntimeError(f"ended with {event!r}"))
-
-
-class GradioChatUser(RaydioUser):
-    """A person on the chat page through Gradio's HTTP API: POST .../call/chat, then read the streamed events. The
-    page runs as many generations at once as the chat deployment batches (its queue's concurrency limit)."""
-
-    weight = 1
-    wait_time = between(1, 3)
-    prefix = "/ui/chat/gradio_api/call/chat"
-
-    @task
-    def chat(self) -> None:
-        started, first, event = time.perf_counter(), None, None
-        response = self.client.post(self.prefix, json={"data": [random.choice(PROMPTS), 32, 0.7, {}]},
-                                    headers=self.ids(), name="ui chat: call")
-        if response.status_code != 200:
-            return
-        with self.client.get(f"{self.prefix}/{response.json()['event_id']}", headers=self.ids(),
-                             name="ui chat: events", stream=True, catch_response=True) as events_response:
             for line in events_response.iter_lines():
                 if line.startswith(b"event:"):
                     event = line[6:].strip().decode()
@@ -186,10 +151,37 @@ class GradioChatUser(RaydioUser):
                 events_response.success()
             else:
                 events_response.failure(f"the event stream ended with {event!r}")
-        error = None if event == "complete" else RuntimeError(f"ended with {event!r}")
+        return event, first
+
+
+class GradioUIUser(GradioUser):
+    """The embeddings UI: rank sentences against a query."""
+
+    weight = 1
+
+    @task
+    def rank(self) -> None:
+        started = time.perf_counter()
+        query, *others = random.sample(SENTENCES, 4)
+        event, _ = self.gradio_call("/ui/embeddings/gradio_api/call/rank", [query, "\n".join(others)], "ui embeddings rank")
+        self.metric("ui embeddings rank", (time.perf_counter() - started) * 1000, "GRADIO",
+                    None if event == "complete" else RuntimeError(f"ended with {event!r}"))
+
+
+class GradioChatUser(GradioUser):
+    """A person on the chat page; the page runs as many generations at once as the chat deployment batches."""
+
+    weight = 1
+    wait_time = between(1, 3)
+
+    @task
+    def chat(self) -> None:
+        started = time.perf_counter()
+        event, first = self.gradio_call("/ui/chat/gradio_api/call/chat", [random.choice(PROMPTS), 32, 0.7, {}], "ui chat")
         if first is not None:
             self.metric("ui chat first tokens", (first - started) * 1000, "GRADIO")
-        self.metric("ui chat", (time.perf_counter() - started) * 1000, "GRADIO", error)
+        self.metric("ui chat", (time.perf_counter() - started) * 1000, "GRADIO",
+                    None if event == "complete" else RuntimeError(f"ended with {event!r}"))
 
 
 class JobsUser(RaydioUser):
