@@ -15,7 +15,7 @@ async def _concurrently(http: httpx.Client, n: int, path: str, body: dict, timeo
 def test_concurrent_requests_are_batched(http, app_handle):
     before = app_handle("embedder").info.remote().result()["batch_sizes"]
     responses = asyncio.run(_concurrently(http, 48, "/v1/embeddings", {"input": ["batch me", "and me"]}))
-    assert all(r.status_code == 200 for r in responses)
+    assert all(r.status_code == 200 for r in responses), [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
     after = app_handle("embedder").info.remote().result()["batch_sizes"]
     new = {int(size): count - before.get(size, 0) for size, count in after.items() if count > before.get(size, 0)}
     assert sum(int(size) * count for size, count in new.items()) == 48
@@ -24,7 +24,7 @@ def test_concurrent_requests_are_batched(http, app_handle):
 
 def test_digits_batches_too(http, app_handle, sklearn_digits):
     responses = asyncio.run(_concurrently(http, 32, "/v1/digits/classify", {"pixels": sklearn_digits.images[0].tolist()}))
-    assert all(r.status_code == 200 for r in responses)
+    assert all(r.status_code == 200 for r in responses), [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
     assert max(int(size) for size in app_handle("digits").info.remote().result()["batch_sizes"]) > 1
 
 
