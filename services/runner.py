@@ -212,7 +212,8 @@ def shutdown() -> None:
     """Stop Serve and Ray, then end any Ray process this one started that outlived them.
 
     ``ray.shutdown()`` leaves ``ray::DashboardAgent`` and ``ray::RuntimeEnvAgent`` running (they ignore
-    SIGTERM); they are our own descendants, found by PID before shutdown, so ending them is safe.
+    SIGTERM), and a Serve that did not stop cleanly can leave its HAProxy on the port; they are our own
+    descendants, found by PID before shutdown, so ending them is safe.
     """
     import psutil
     import ray
@@ -235,6 +236,8 @@ def _is_ray_process(process) -> bool:
     import psutil
 
     try:
-        return process.name().startswith(("ray::", "raylet", "gcs_server")) or any("/ray/" in part for part in process.cmdline()[:2])
+        # haproxy: Ray's bundled one (RAY_SERVE_ENABLE_HA_PROXY), holding the HTTP port
+        return process.name().startswith(("ray::", "raylet", "gcs_server", "haproxy")) or \
+            any("/ray/" in part for part in process.cmdline()[:2])
     except psutil.Error:
         return False
