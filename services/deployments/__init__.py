@@ -49,7 +49,7 @@ class BatchedDeployment(CatalogueDeployment):
     def reconfigure(self, user_config: dict) -> None:
         from services.config import BatchingArgs
 
-        batching = BatchingArgs.model_validate(user_config)
+        self.batching = BatchingArgs.model_validate(user_config)
         method = getattr(self, self.BATCH_METHOD)
-        method.set_max_batch_size(batching.max_batch_size)
-        method.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        method.set_max_batch_size(self.batching.max_batch_size)
+        method.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)

@@ -31,13 +31,9 @@ class EmbedderDeployment(BatchedDeployment):
         path = sources.resolve(self.spec.source, Path(cache_dir))
         self.model = EmbedderModel(path, device, normalize=self.spec.normalize).load()
         self.batch_sizes: Counter[int] = Counter()
-        self.piece_size = 32  # texts of one request per trip through the batcher (max_batch_size, reconfigured)
+        self.batching = BatchingArgs()  # the @serve.batch defaults below, until reconfigure() applies the entry's
         self.inputs_embedded = 0  # texts through the model: work done, whether or not a caller was still waiting
         start_gpu_sampler(self.MODEL, self.model.device)
-
-    def reconfigure(self, user_config: dict) -> None:
-        super().reconfigure(user_config)
-        self.piece_size = BatchingArgs.model_validate(user_config).max_batch_size
 
     @tracing.entrypoint
     async def embed(self, texts: list[str]) -> dict:
@@ -53,9 +49,9 @@ class EmbedderDeployment(BatchedDeployment):
                 raise InputTooLarge(f"Input {i} has {count} tokens. The embedder accepts at most {limit}.", "input")
         # A long request goes through the batcher in pieces, one after another: other requests share the forward
         # passes in between, and a cancelled request (its client went away) stops after the piece under way.
-        vectors = []
-        for start in range(0, len(texts), self.piece_size):
-            piece = texts[start:start + self.piece_size]
+        vectors, size = [], self.batching.max_batch_size
+        for start in range(0, len(texts), size):
+            piece = texts[start:start + size]
             vectors += await self._embed_batch(piece, otel_context.get_current())
         return {"vectors": vectors, "tokens": tokens}
 

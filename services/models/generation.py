@@ -176,9 +176,7 @@ class BatchedEngine(GenerationEngine):
         sequence = self._submit(prompt_ids, params, deliver, constraint)
         try:
             while True:
-                item = await deltas.get()
-                if isinstance(item, BaseException):
-                    raise EngineError("The generation engine failed.") from item
+                item = _delta(await deltas.get())
                 yield item
                 if item.finish_reason:
                     return
@@ -190,9 +188,7 @@ class BatchedEngine(GenerationEngine):
         sequence = self._submit(prompt_ids, params, deltas.put, constraint)
         try:
             while True:
-                item = deltas.get()
-                if isinstance(item, BaseException):
-                    raise EngineError("The generation engine failed.") from item
+                item = _delta(deltas.get())
                 yield item
                 if item.finish_reason:
                     return
@@ -432,6 +428,13 @@ class BatchedEngine(GenerationEngine):
             sequence.deliver(item)
         except RuntimeError:  # the caller's event loop is closed: nobody is listening any more
             sequence.cancelled = True
+
+
+def _delta(item: Delta | BaseException) -> Delta:
+    """What the engine thread delivered: a delta, or the error that stopped it (raised here, in the consumer)."""
+    if isinstance(item, BaseException):
+        raise EngineError("The generation engine failed.") from item
+    return item
 
 
 def _span(sequence: _Sequence) -> int:
