@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 CHROMIUM = os.environ.get("RAYDIO_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 pytestmark = pytest.mark.requires_chromium
@@ -15,19 +17,28 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def page(base_url, tmp_path_factory):
+@contextlib.contextmanager
+def open_page(base_url: str, timeout_ms: int) -> Iterator[Page]:
+    """A page of Debian's Chromium on ``base_url``; ``timeout_ms`` bounds every wait and expectation."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (`make test` does, as root).")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 1000})
         page = context.new_page()
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)  # model answers on a shared 2-core machine take seconds
+        page.set_default_timeout(timeout_ms)
+        expect.set_options(timeout=timeout_ms)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(base_url):
+    with open_page(base_url, 60_000) as page:  # model answers on a shared 2-core machine take seconds
         yield page
-        context.close()
-        browser.close()
 
 
 def test_log_in_and_chat_with_a_streamed_answer(page, admin_key):

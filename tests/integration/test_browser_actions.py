@@ -8,9 +8,9 @@ import os
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.integration.test_browser import CHROMIUM, FLAGS
+from tests.integration.test_browser import open_page
 
 pytestmark = pytest.mark.requires_chromium
 ASK = "Embed these three sentences: The sky is blue. Cats purr loudly. Rain falls in April."
@@ -19,21 +19,13 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def page(base_url, admin_key):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (`make test` does, as root).")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        expect.set_options(timeout=120_000)  # the answer is a constrained call of ~100 tokens on shared CPUs
+    # the answer is a constrained call of ~100 tokens on shared CPUs
+    with open_page(base_url, 120_000) as page:
         page.goto("/app")
         page.fill("#api_key", admin_key)
         page.click("button[type=submit]")
         page.wait_for_url("**/app")
         yield page
-        context.close()
-        browser.close()
 
 
 def clerk(page) -> str:
