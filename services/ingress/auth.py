@@ -120,7 +120,11 @@ class SharedRateLimiter(RateLimiter):
         if granted > 1:
             if len(self._leases) >= self.MAX_LEASES:
                 self._leases.clear()  # unspent tokens are lost, never over-admitted
-            self._leases[key] = (time.monotonic() + self.lease_s, granted - 1)
+            # Requests that miss together each lease while the others' calls are in flight: add to a lease one of them
+            # stored meanwhile instead of replacing it, or its unspent tokens are lost and the key is refused early.
+            now = time.monotonic()
+            until, held = self._leases.get(key, (0.0, 0))
+            self._leases[key] = (now + self.lease_s, (held if now < until else 0) + granted - 1)
         return 0.0
 
 

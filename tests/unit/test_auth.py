@@ -302,3 +302,21 @@ def test_leases_ask_the_store_once_per_lease_and_never_admit_more_than_the_limit
     allowed = asyncio.run(burst())
     # 600/min: a burst of at most 600 in total (plus what refills while it runs), leases of 10 tokens each
     assert 600 <= allowed <= 610 and store.calls <= allowed // 10 + 3 + 900 - allowed, (allowed, store.calls)
+
+
+def test_requests_that_miss_the_lease_together_keep_every_leased_token():
+    """Requests arriving together all miss the lease and each lease a second's worth while the others' calls are in
+    flight; the tokens they bring back add up, so bursts well within the limit are never refused."""
+    import asyncio
+
+    from services.ingress.auth import SharedRateLimiter
+
+    limiter = SharedRateLimiter(StoreHandle(), lease_s=1.0)
+
+    async def bursts() -> list[float]:
+        waits = []
+        for _ in range(4):  # 4 x 32 at once against 600/min: 128 of the 600 tokens are needed
+            waits += await asyncio.gather(*(limiter.acquire("burst", 600) for _ in range(32)))
+        return waits
+
+    assert asyncio.run(bursts()) == [0.0] * 128
