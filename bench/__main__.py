@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import os
 import platform
@@ -42,13 +43,26 @@ METRICS_EXPORT_S = 12
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
-def variants() -> list[tuple[str, int, bool, dict[str, str]]]:
-    """(name, port, Serve's queue defaults?, extra environment) of each raydio stack, run one after another."""
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A raydio stack to measure: ``local.yaml`` on its own port, with the changes named here."""
+
+    name: str
+    port: int
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    serve_defaults: bool = False  # Serve's own queue defaults instead of raydio's
+    coalesce: bool = True  # embedding callers merge concurrent requests into fewer handle calls
+    noop: bool = True  # also measure the no-op route (coalescing does not touch it)
+
+
+def variants() -> list[Variant]:
+    """The raydio stacks, run one after another; the last is the one ``make run`` serves."""
     serve_proxy = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}  # raydio puts HAProxy in front unless told not to
     return [
-        ("raydio, Serve defaults", 8300, True, serve_proxy),
-        ("raydio, local.yaml, Serve's proxy", 8301, False, serve_proxy),
-        ("raydio, local.yaml (HAProxy, the default)", 8302, False, {}),
+        Variant("raydio, Serve defaults", 8300, serve_proxy, serve_defaults=True),
+        Variant("raydio, local.yaml, Serve's proxy", 8301, serve_proxy),
+        Variant("raydio, local.yaml (HAProxy), no coalescing", 8303, coalesce=False, noop=False),
+        Variant("raydio, local.yaml (HAProxy, the default)", 8302),
     ]
 
 
@@ -174,11 +188,12 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
     secret, env = _create_key(work_dir)
     headers = {"Authorization": f"Bearer {secret}"}
     base = REPO_ROOT / "configs" / "serve" / "local.yaml"
-    for name, port, serve_defaults, extra in variants():
-        config = targets.serve_config(base, port, serve_defaults)
+    for variant in variants():
+        name, port = variant.name, variant.port
+        config = targets.serve_config(base, port, variant.serve_defaults, variant.coalesce)
         print(f"bench:   {name} on :{port}", flush=True)
-        with targets.raydio_stack(config, f"stack-{port}", work_dir, {**env, **extra}) as (url, root):
-            last = name == variants()[-1][0]
+        with targets.raydio_stack(config, f"stack-{port}", work_dir, {**env, **variant.env}) as (url, root):
+            last = variant == variants()[-1]
             if last:
                 print("bench: 4/4 step to 4x the autoscaling target", flush=True)
                 embedder = next(m for m in config["applications"][0]["args"]["models"]
@@ -186,8 +201,9 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
                 m.step = await step_test(url, root, headers, embedder["target_ongoing_requests"], d)
                 m.step["config"] = embedder
                 await asyncio.sleep(2)
-            m.noop[name] = {level: await loadgen.drive(name, url, loadgen.get("/health/live"), concurrency=level,
-                                                       duration_s=d) for level in NOOP_LEVELS}
+            if variant.noop:
+                m.noop[name] = {level: await loadgen.drive(name, url, loadgen.get("/health/live"), concurrency=level,
+                                                           duration_s=d) for level in NOOP_LEVELS}
             profiles = _py_spy(root, ("ray::ServeReplica:raydio:ingress", "ray::ServeReplica:raydio:embedder",
                                       "ray::ProxyActor"), int(d), charts_dir) if last and args.profile else []
             metrics = f"http://127.0.0.1:{METRICS_PORT}/metrics"

@@ -93,11 +93,16 @@ def peer(kind: str, port: int, log_dir: Path, *extra: str) -> Iterator[str]:
             _stop(process, grace_s=10)
 
 
-def serve_config(base: Path, port: int, serve_defaults: bool) -> dict:
+def serve_config(base: Path, port: int, serve_defaults: bool, coalesce: bool = True) -> dict:
     """``base`` (the config ``make run`` serves) on another port; with ``serve_defaults`` every deployment gets
-    Serve's own queue defaults instead of raydio's (max_ongoing_requests 5, unbounded queues)."""
+    Serve's own queue defaults instead of raydio's (max_ongoing_requests 5, unbounded queues); without ``coalesce``
+    every embedding request is its own handle call (``coalesce_calls: 0``)."""
     config = copy.deepcopy(yaml.safe_load(base.read_text()))
     config["http_options"]["port"] = port
+    if not coalesce:
+        for model in config["applications"][0]["args"]["models"]:
+            if model["kind"] == "sentence-embedding":
+                model["coalesce_calls"] = 0
     if serve_defaults:
         for app in config["applications"]:
             args = app["args"]

@@ -17,7 +17,8 @@ from typing import Any
 
 from ray.serve import Application
 
-from services.config import DeploymentArgs, RaydioAppArgs, get_settings
+from services.config import DeploymentArgs, ModelEntry, RaydioAppArgs, get_settings
+from services.deployments import autoscaling
 from services.deployments.chat import ChatDeployment
 from services.deployments.embedder import EmbedderDeployment
 from services.deployments.jobs import JobRunnerDeployment
@@ -38,6 +39,16 @@ def _options(args: DeploymentArgs, **extra: Any) -> dict[str, Any]:
     return {**args.serve_options(), **extra}
 
 
+def model_options(model: ModelEntry) -> dict[str, Any]:
+    """Serve options of a catalogue entry's deployment: its batching goes in as ``user_config``; a model whose
+    callers coalesce requests scales on the requests its replicas hold, not on handle calls."""
+    batching = getattr(model, "batching", None)
+    options = _options(model.deployment, **({"user_config": batching.model_dump()} if batching is not None else {}))
+    if getattr(model, "coalesce_calls", 0):
+        options["autoscaling_config"]["policy"] = autoscaling.POLICY
+    return options
+
+
 def _validated(args: RaydioAppArgs | dict[str, Any] | None) -> RaydioAppArgs:
     return args if isinstance(args, RaydioAppArgs) else RaydioAppArgs.model_validate(args or {})
 
@@ -51,9 +62,7 @@ def build_app(args: RaydioAppArgs | dict[str, Any] | None = None) -> Application
     catalogue = [model.model_dump(mode="json") for model in args.models]
     models = {}
     for model, spec in zip(args.models, catalogue, strict=True):
-        batching = getattr(model, "batching", None)
-        extra = {"user_config": batching.model_dump()} if batching is not None else {}
-        models[model.name] = DEPLOYMENTS[model.kind].options(name=model.name, **_options(model.deployment, **extra)).bind(
+        models[model.name] = DEPLOYMENTS[model.kind].options(name=model.name, **model_options(model)).bind(
             model=spec, cache_dir=cache_dir, device=args.device_of(model), limits=limits)
     jobs = JobRunnerDeployment.options(**_options(args.jobs)).bind(
         models, catalogue=catalogue, args=args.jobs.model_dump(), limits=limits)

@@ -240,6 +240,9 @@ class SentenceEmbeddingModelArgs(ModelArgs):
 
     kind: Literal["sentence-embedding"] = Field(description="sentence-embedding")
     batching: BatchingArgs = Field(default_factory=BatchingArgs, description="Requests merged into one forward pass.")
+    coalesce_calls: int = Field(2, ge=0, le=64, description="Calls each caller (an ingress, UI or job replica) keeps out to "
+                                "this model at once; requests that arrive meanwhile leave together in the next call, up "
+                                "to batching.max_batch_size strings (0: one call per request). docs/operations.md.")
     normalize: bool = Field(True, description="L2-normalise the vectors (the dot product is then the cosine); false keeps "
                             "what the model's own modules return.")
 

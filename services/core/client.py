@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.core.catalogue import Catalogue
+from services.core.coalescing import Coalescer
 from services.errors import InvalidInput, ModelNotFound, ModelTimeout, ModelUnavailable, NotFound, RaydioError
 from services.telemetry import tracing
 from services.telemetry.metrics import ingress_metrics
@@ -55,6 +56,14 @@ def _translate(name: str, exc: BaseException) -> BaseException:
         logger.error("the %s replica raised while handling a request", name, exc_info=exc)
         return ModelUnavailable(f"The {name} model failed while handling the request.", retry_after_s=1)
     return exc
+
+
+def _unpacked(name: str, result: Any) -> Any:
+    """One request's share of a coalesced call: its answer, or its own error as the client should see it."""
+    if isinstance(result, BaseException) and not isinstance(result, RaydioError):
+        logger.error("the %s replica raised while handling a request", name, exc_info=result)
+        return ModelUnavailable(f"The {name} model failed while handling the request.", retry_after_s=1)
+    return result
 
 
 def _outcome(exc: BaseException | None, translated: BaseException | None) -> str:
@@ -121,6 +130,7 @@ class ModelClient:
     def __init__(self, catalogue: Catalogue, handles: dict[str, Any], timeout_s: float = 120.0,
                  services: dict[str, Any] | None = None, remotes: dict[str, Any] | None = None) -> None:
         self.catalogue = catalogue
+        self._coalescers: dict[str, Coalescer] = {}
         self.handles = handles  # the models, by catalogue name
         self.services = services or {}  # other deployments that readiness covers (the job runner)
         self.remotes = remotes or {}  # remote Gradio backends: listed, but their outages do not make us unready
@@ -176,25 +186,50 @@ class ModelClient:
         except KeyError:
             raise ModelNotFound(f"Unknown model {name!r}. Available models: {', '.join(self.handles)}.", "model") from None
 
-    async def _call(self, name: str, method: str, *args, timeout_s: float | None = None):
-        handle = self._handle(name)
-        call = _ObservedCall(name, method)
-        response = getattr(handle, method).remote(*args, trace_carrier=call.carrier)
+    async def _invoke(self, handle, name: str, method: str, args: tuple, timeout_s: float | None = None, **kwargs):
+        """One handle call; raises what it raised, untranslated."""
+        response = getattr(handle, method).remote(*args, **kwargs)
         try:
             result = await asyncio.wait_for(self._result(name, response), timeout_s or self.timeout_s)
-        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
+        except BaseException as exc:
             self._observe(name, exc)
             if isinstance(exc, (asyncio.CancelledError, TimeoutError, ModelUnavailable)):
                 # Nobody will read the answer (the client went away, or we stopped waiting): stop the replica's work.
                 # Serve does not cancel a handle call when its caller is cancelled, outside direct ingress.
                 response.cancel()
+            raise
+        self._observe(name, None)
+        return result
+
+    async def _observed(self, name: str, method: str, work) -> Any:
+        """Await ``work(carrier)`` under the call's span and metrics; Ray's failures come out as domain errors."""
+        call = _ObservedCall(name, method)
+        try:
+            result = await work(call.carrier)
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             translated = call.failed(exc)
             if translated is exc:
                 raise
             raise translated from exc
-        self._observe(name, None)
         call.finish()
         return result
+
+    async def _call(self, name: str, method: str, *args, timeout_s: float | None = None):
+        handle = self._handle(name)
+        return await self._observed(name, method, lambda carrier: self._invoke(
+            handle, name, method, args, timeout_s, trace_carrier=carrier))
+
+    def _coalescer(self, name: str, in_flight: int, max_inputs: int) -> Coalescer:
+        coalescer = self._coalescers.get(name)
+        if coalescer is None:
+            handle = self._handle(name)
+
+            async def send(items: list) -> list:
+                results = await self._invoke(handle, name, "embed_many", (items,))
+                return [_unpacked(name, result) for result in results]
+
+            coalescer = self._coalescers[name] = Coalescer(send, in_flight, max_inputs)
+        return coalescer
 
     async def status(self, name: str, timeout_s: float = 5.0) -> ModelStatus:
         try:
@@ -217,8 +252,15 @@ class ModelClient:
         return await self._call(name, "predict", inputs)
 
     async def embed(self, model: str, texts: list[str]) -> dict:
-        """``{"vectors", "tokens"}`` for a sentence-embedding model."""
-        return await self._call(model, "embed", texts)
+        """``{"vectors", "tokens"}`` for a sentence-embedding model. Concurrent requests of up to the model's
+        ``max_batch_size`` strings go to the replica together (``coalescing``); a longer one goes alone."""
+        self._handle(model)
+        entry = self.catalogue.get(model)
+        if not entry.coalesce_calls or len(texts) > entry.batching.max_batch_size:
+            return await self._call(model, "embed", texts)
+        coalescer = self._coalescer(model, entry.coalesce_calls, entry.batching.max_batch_size)
+        return await self._observed(model, "embed", lambda carrier: asyncio.wait_for(
+            coalescer.submit((texts, carrier), len(texts)), self.timeout_s))
 
     async def predict(self, model: str, inputs: dict) -> dict:
         """Output arrays by name for a tensor model; ``inputs`` are arrays by input name."""

@@ -14,6 +14,7 @@ from ray import serve
 
 from services.config import BatchingArgs, SentenceEmbeddingModelArgs
 from services.deployments import BatchedDeployment, split_like
+from services.deployments.autoscaling import REQUESTS_IN_FLIGHT
 from services.errors import InputTooLarge
 from services.models import sources
 from services.models.embedder import EmbedderModel
@@ -33,11 +34,23 @@ class EmbedderDeployment(BatchedDeployment):
         self.batch_sizes: Counter[int] = Counter()
         self.batching = BatchingArgs()  # the @serve.batch defaults below, until reconfigure() applies the entry's
         self.inputs_embedded = 0  # texts through the model: work done, whether or not a caller was still waiting
+        self.requests_in_flight = 0
         start_gpu_sampler(self.MODEL, self.model.device)
+
+    def record_autoscaling_stats(self) -> dict[str, int]:
+        """Requests held, for autoscaling (a coalesced call holds several: services.deployments.autoscaling)."""
+        return {REQUESTS_IN_FLIGHT: self.requests_in_flight}
 
     @tracing.entrypoint
     async def embed(self, texts: list[str]) -> dict:
         """Embed one request's strings; returns ``vectors`` (list of floats per string) and ``tokens``."""
+        self.requests_in_flight += 1
+        try:
+            return await self._embed(texts)
+        finally:
+            self.requests_in_flight -= 1
+
+    async def _embed(self, texts: list[str]) -> dict:
         if len(texts) > self.limits.max_embedding_inputs:
             raise InputTooLarge(
                 f"Got {len(texts)} inputs. At most {self.limits.max_embedding_inputs} are allowed per request.", "input"
@@ -54,6 +67,13 @@ class EmbedderDeployment(BatchedDeployment):
             piece = texts[start:start + size]
             vectors += await self._embed_batch(piece, otel_context.get_current())
         return {"vectors": vectors, "tokens": tokens}
+
+    async def embed_many(self, requests: list[tuple[list[str], dict | None]]) -> list[dict | Exception]:
+        """Several requests in one handle call (the ingress merges concurrent ones: ``services.core.coalescing``):
+        each ``(texts, trace_carrier)`` is embedded as by ``embed``, in its own trace, and answered or refused on
+        its own (the exception in its place). They reach ``@serve.batch`` together, so they share forward passes."""
+        return list(await asyncio.gather(*(self.embed(texts, trace_carrier=carrier) for texts, carrier in requests),
+                                         return_exceptions=True))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[list[str]], contexts: list[otel_context.Context]) -> list[list[list[float]]]:

@@ -87,6 +87,12 @@ def test_serve_defaults_config_is_valid_and_differs_only_in_queues_and_port(tmp_
     deployments = [args["ingress"], args["jobs"], *(m["deployment"] for m in args["models"])]
     assert len(deployments) == 5 and {d["max_ongoing_requests"] for d in deployments} == {5}
     assert tuned["applications"][0]["args"]["models"][0]["deployment"]["max_ongoing_requests"] == 64
+    plain = targets.serve_config(base, 8303, False, coalesce=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(plain))
+    load_serve_config(tmp_path / "c.yaml")
+    assert {m["name"]: m.get("coalesce_calls") for m in plain["applications"][0]["args"]["models"]} == {
+        "embedder": 0, "digits": None, "chat": None}
+    assert "coalesce_calls" not in str(tuned)  # the default (2) from services.config
 
 
 def test_render_names_the_command_and_the_machine():

@@ -54,7 +54,7 @@ class _Handle:
 async def test_after_a_replica_loss_calls_are_refused_quickly_until_one_succeeds(unit_settings):
     handle = _Handle([(RayActorError(), True),  # the call under way when the replica died
                       (None, False),  # the next ones would queue for the replacement
-                      ({"vectors": [[1.0]], "tokens": [1]}, True),  # the replacement serves
+                      ([{"vectors": [[1.0]], "tokens": [1]}], True),  # the replacement serves (embed_many: one per request)
                       ])
     client = local_core({"embedder": handle}, unit_settings, timeout_s=3600).client
     with pytest.raises(ModelUnavailable, match="unavailable"):
@@ -71,7 +71,8 @@ async def test_a_call_queued_when_the_loss_is_seen_is_refused_too(unit_settings)
     handle = _Handle([(None, False), (RayActorError(), True)])
     client = local_core({"embedder": handle}, unit_settings, timeout_s=3600).client
     queued = asyncio.create_task(client.embed("embedder", ["x"]))
-    await asyncio.sleep(0)
+    while not handle.responses:  # its call is out
+        await asyncio.sleep(0)
     with pytest.raises(ModelUnavailable):
         await client.embed("embedder", ["x"])  # dies: the loss is seen
     with pytest.raises(ModelUnavailable, match="no live replica"):

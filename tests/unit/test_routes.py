@@ -246,6 +246,9 @@ class _Failing:
 
     embed = info
 
+    async def embed_many(self, requests):  # a coalesced call: it fails or stalls as a whole, as a transport does
+        return [await self.info(trace_carrier=carrier) for _, carrier in requests]
+
 
 @pytest.mark.parametrize(
     ("exc", "status", "needle"),
