@@ -96,7 +96,7 @@ class Coalescer:
                         if not waiter.future.done():
                             waiter.future.set_exception(exc)
                     continue
-                for waiter, result in zip(group.waiters, results):
+                for waiter, result in zip(group.waiters, results, strict=True):  # lengths checked above
                     if waiter.future.done():
                         continue
                     if isinstance(result, BaseException):

@@ -23,12 +23,9 @@ from services.models.generation import (  # noqa: F401 - GenerationParams, Delta
     _find_stop,
     _safe_prefix,
 )
+from services.models.sources import converted_dir
 
 logger = logging.getLogger(__name__)
-
-
-def converted_dir(gguf_file: Path, cache_dir: Path) -> Path:
-    return Path(cache_dir) / "converted" / Path(gguf_file).stem.lower()
 
 
 def model_dir(path: Path, cache_dir: Path) -> Path:

@@ -60,3 +60,8 @@ def resolve(source: str, cache_dir: Path, must_exist: bool = True) -> Path:
         hint = " Run `make prepare` (or `make run`, which prepares) first." if source.startswith("builtin://") else ""
         raise SourceError(f"Nothing at {path} (source {source!r}).{hint}")
     return path
+
+
+def converted_dir(gguf_file: Path, cache_dir: Path) -> Path:
+    """Where a GGUF file's torch checkpoint is cached (``services.models.chat.ensure_converted`` makes it)."""
+    return Path(cache_dir) / "converted" / Path(gguf_file).stem.lower()

@@ -112,3 +112,13 @@ def test_profile_summary_counts_each_frame_once_per_stack():
            "main (app.py:1);handle (/x/site-packages/ray/serve/replica.py:12);handle (/x/site-packages/ray/serve/replica.py:10) 10\n")
     shares = dict((frame, share) for share, frame in report.summarize_profile(raw))
     assert shares == {"main (app.py)": 1.0, "handle (ray/serve/replica.py)": 1.0, "embed (services/models/embedder.py)": 0.75}
+
+
+def test_ab_reads_each_stacks_environment_and_prints_one_row_per_stack():
+    from bench import ab
+
+    assert ab.parse_env("A=1 B=x=y") == {"A": "1", "B": "x=y"} and ab.parse_env("") == {}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        ab.parse_env("A=1 oops")
+    text = ab.table(["", "A=1"], [{"req/s": 10.0, "p50 ms": 2.5}, {"req/s": 1234.5, "p50 ms": 1.0}])
+    assert text.splitlines()[2:] == ["| default | 10.00 | 2.50 |", "| A=1 | 1,234.50 | 1.00 |"]
