@@ -101,11 +101,6 @@ def ensure_admin_key(settings: Settings) -> str | None:
 
 
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
-# Serve's defaults run a replica's user code and its handle router each on a thread and event loop of their own, so a
-# request hops between three loops. On one loop it does not: in the bench's dev loop the no-op p50 at c=1 went from
-# 1.9 to 1.0 ms and embeddings at c=64 from 127 to 169 req/s (docs/operations.md). The price: user code that blocks
-# the loop also delays the replica's own bookkeeping; raydio's replicas run models and other blocking work in threads.
-ONE_LOOP_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
 def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None:
@@ -120,8 +115,6 @@ def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None
     # no-op overhead ~4.5x against Serve's Python proxy (docs/operations.md). Read by the Serve controller, so it is
     # set before Ray starts the processes that inherit this environment; RAY_SERVE_ENABLE_HA_PROXY=0 turns it off.
     os.environ.setdefault(HA_PROXY_ENV, "1")
-    for key, value in ONE_LOOP_ENV.items():
-        os.environ.setdefault(key, value)
     env = {key: value for key, value in os.environ.items() if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env.setdefault("HF_HUB_OFFLINE", "1")

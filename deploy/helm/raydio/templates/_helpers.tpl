@@ -69,9 +69,6 @@ app.kubernetes.io/part-of: raydio
 - {name: RAYDIO_ENVIRONMENT, value: {{ .Values.environment }}}
 # HAProxy in front of the ingress replicas instead of Serve's Python proxy (values: haproxy).
 - {name: RAY_SERVE_ENABLE_HA_PROXY, value: {{ ternary "1" "0" .Values.haproxy | quote }}}
-# A replica's user code and handle router on its own event loop: fewer thread hops (docs/operations.md).
-- {name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD, value: "0"}
-- {name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP, value: "0"}
 {{- with .Values.env }}
 {{ toYaml . }}
 {{- end }}
