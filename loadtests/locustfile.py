@@ -17,7 +17,7 @@ import uuid
 
 from locust import HttpUser, LoadTestShape, between, events, task
 
-from loadtests import shapes
+from loadtests import payloads, shapes
 
 SENTENCES = [
     "A man is playing a guitar on stage.",
@@ -163,7 +163,8 @@ class GradioUIUser(GradioUser):
     def rank(self) -> None:
         started = time.perf_counter()
         query, *others = random.sample(SENTENCES, 4)
-        event, _ = self.gradio_call("/ui/embeddings/gradio_api/call/rank", [query, "\n".join(others)], "ui embeddings rank")
+        event, _ = self.gradio_call("/ui/embeddings/gradio_api/call/rank", payloads.ui_rank(query, others),
+                                    "ui embeddings rank")
         self.metric("ui embeddings rank", (time.perf_counter() - started) * 1000, "GRADIO",
                     None if event == "complete" else RuntimeError(f"ended with {event!r}"))
 
@@ -177,7 +178,7 @@ class GradioChatUser(GradioUser):
     @task
     def chat(self) -> None:
         started = time.perf_counter()
-        event, first = self.gradio_call("/ui/chat/gradio_api/call/chat", [random.choice(PROMPTS), 32, 0.7, {}], "ui chat")
+        event, first = self.gradio_call("/ui/chat/gradio_api/call/chat", payloads.ui_chat(random.choice(PROMPTS)), "ui chat")
         if first is not None:
             self.metric("ui chat first tokens", (first - started) * 1000, "GRADIO")
         self.metric("ui chat", (time.perf_counter() - started) * 1000, "GRADIO",

@@ -39,3 +39,17 @@ async def test_the_chat_page_refuses_more_tokens_than_the_server_allows(core):
     with pytest.raises(gr.Error, match=f"at most {limit} tokens"):  # ChatService's limit, as REST answers it
         async for _ in respond("Hi", [], limit + 1, 0.0, {}, None, _request()):
             pass
+
+
+def test_the_load_tests_send_what_the_pages_take(core):
+    """The Locust scenarios call the pages' APIs with positional data: a page that gains an input (the model
+    dropdown did) must not leave them failing every call."""
+    from loadtests import payloads
+    from services.ingress.ui.embeddings import build_embeddings_ui
+
+    for demo, api_name, data in ((build_embeddings_ui(core), "rank", payloads.ui_rank("q", ["a", "b"])),
+                                 (build_chat_ui(core), "chat", payloads.ui_chat("hello"))):
+        block = next(f for f in demo.fns.values() if f.api_name == api_name)
+        api_inputs = [c for c in block.inputs if not isinstance(c, gr.State)]  # a State is not in the API
+        assert len(api_inputs) == len(data), api_name
+    assert {payloads.EMBEDDER, payloads.CHAT} <= set(core.catalogue.names)
