@@ -9,7 +9,7 @@
     python -m bench [--duration 10] [--concurrency 64] [--only-local]
 
 Prints the tables, writes docs/benchmarks.md and the charts in docs/benchmarks/. Raydio stacks run one after
-another on ports 8300-8302, peers on 8411-8413; all load goes to 127.0.0.1.
+another on ports 8300-8303, peers on 8411-8413; all load goes to 127.0.0.1.
 """
 
 from __future__ import annotations

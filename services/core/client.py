@@ -53,16 +53,20 @@ def _translate(name: str, exc: BaseException) -> BaseException:
     if isinstance(exc, (ray_exc.RayActorError, serve_exc.DeploymentUnavailableError, ray_exc.ActorUnavailableError)):
         return ModelUnavailable(f"The {name} model replica is unavailable (restarting or failed). Retry shortly.", retry_after_s=2)
     if isinstance(exc, ray_exc.RayTaskError):
-        logger.error("the %s replica raised while handling a request", name, exc_info=exc)
-        return ModelUnavailable(f"The {name} model failed while handling the request.", retry_after_s=1)
+        return _replica_failed(name, exc)
     return exc
+
+
+def _replica_failed(name: str, exc: BaseException) -> ModelUnavailable:
+    """An unexpected error in the replica: logged here with its traceback, a 503 for the client."""
+    logger.error("the %s replica raised while handling a request", name, exc_info=exc)
+    return ModelUnavailable(f"The {name} model failed while handling the request.", retry_after_s=1)
 
 
 def _unpacked(name: str, result: Any) -> Any:
     """One request's share of a coalesced call: its answer, or its own error as the client should see it."""
     if isinstance(result, BaseException) and not isinstance(result, RaydioError):
-        logger.error("the %s replica raised while handling a request", name, exc_info=result)
-        return ModelUnavailable(f"The {name} model failed while handling the request.", retry_after_s=1)
+        return _replica_failed(name, result)
     return result
 
 
@@ -254,7 +258,7 @@ class ModelClient:
     async def embed(self, model: str, texts: list[str]) -> dict:
         """``{"vectors", "tokens"}`` for a sentence-embedding model. Concurrent requests of up to the model's
         ``max_batch_size`` strings go to the replica together (``coalescing``); a longer one goes alone."""
-        self._handle(model)
+        self._handle(model)  # an unknown model: ModelNotFound before anything else
         entry = self.catalogue.get(model)
         if not entry.coalesce_calls or len(texts) > entry.batching.max_batch_size:
             return await self._call(model, "embed", texts)
