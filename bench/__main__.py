@@ -204,8 +204,6 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
             if variant.noop:
                 m.noop[name] = {level: await loadgen.drive(name, url, loadgen.get("/health/live"), concurrency=level,
                                                            duration_s=d) for level in NOOP_LEVELS}
-            profiles = _py_spy(root, ("ray::ServeReplica:raydio:ingress", "ray::ServeReplica:raydio:embedder",
-                                      "ray::ProxyActor"), int(d), charts_dir) if last and args.profile else []
             metrics = f"http://127.0.0.1:{METRICS_PORT}/metrics"
             before = targets.batch_inputs(metrics, "embedder")
             m.embed[name], m.cpu[name] = await _with_cpu(root, loadgen.drive(
@@ -215,14 +213,20 @@ async def run(args: argparse.Namespace, charts_dir: Path) -> report.Measurements
             if passes:
                 m.batches[name] = inputs / passes
             m.embed[name].name += f" ({targets.replicas(root, 'embedder')} embedder replica(s) at the end)"
+            if last and args.profile:  # a second run under py-spy: the sampling costs CPU the measured run keeps
+                for stale in charts_dir.glob("profile-*.txt"):  # an earlier run's, of processes long gone
+                    stale.unlink()
+                profiles = _py_spy(root, ("ray::ServeReplica:raydio:ingress", "ray::ServeReplica:raydio:embedder",
+                                          "ray::ProxyActor"), int(d), charts_dir)
+                await loadgen.drive(name, url, loadgen.openai_embedding(), concurrency=c, duration_s=d, headers=headers)
+                for label, out, process in profiles:
+                    process.wait(timeout=d + 30)
+                    if out.exists():
+                        m.profiles[label] = report.summarize_profile(out.read_text())
             if last and args.generation:
                 print("bench:   chat over HTTP (1 vs 8 streams) and through the Gradio chat page (1 vs 4 users)", flush=True)
                 m.generation += await chat.http_rows(url, headers)
                 m.chat_users = await asyncio.to_thread(chat.gradio_users, url, headers)
-            for label, out, process in profiles:
-                process.wait(timeout=d + 30)
-                if out.exists():
-                    m.profiles[label] = report.summarize_profile(out.read_text())
     return m
 
 
@@ -262,7 +266,8 @@ def render(m: report.Measurements, args: argparse.Namespace, command: str, start
     if m.cpu:
         sections.append(f"## Where the CPU went during embeddings at saturation\n\n{report.cpu_table(m)}")
     if m.profiles:
-        sections.append("## Profile of the last raydio stack at saturation (py-spy, 50 Hz, inclusive)\n\nCollapsed stacks "
+        sections.append("## Profile of the last raydio stack at saturation (py-spy, 50 Hz, inclusive)\n\nSampled during a "
+                        "second embeddings run after the measured one (the sampling costs CPU). Collapsed stacks "
                         "in `docs/benchmarks/profile-*.txt` (open them in speedscope.app).\n\n" + report.profile_table(m))
     notes = REPO_ROOT / "bench" / "NOTES.md"
     if notes.exists():  # the hand-written reading of the committed run: what limits raydio here, and the levers

@@ -45,7 +45,7 @@ def model_options(model: ModelEntry) -> dict[str, Any]:
     batching = getattr(model, "batching", None)
     options = _options(model.deployment, **({"user_config": batching.model_dump()} if batching is not None else {}))
     if getattr(model, "coalesce_calls", 0):
-        options["autoscaling_config"]["policy"] = autoscaling.POLICY
+        options["autoscaling_config"].update(autoscaling.REQUEST_SCALING)
     return options
 
 

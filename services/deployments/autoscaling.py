@@ -13,6 +13,9 @@ from typing import Any
 
 REQUESTS_IN_FLIGHT = "raydio_requests_in_flight"
 POLICY = {"policy_function": "services.deployments.autoscaling:scale_on_requests"}
+# The replicas report what they hold every 2 s, averaged over 10 s (Serve's defaults, 10 s over 30 s, made a step
+# to 4x the load wait ~30 s for a second replica; its own ongoing-request count reaches the controller faster).
+REQUEST_SCALING = {"policy": POLICY, "metrics_interval_s": 2.0, "look_back_period_s": 10.0}
 
 
 def scale_on_requests(ctx) -> tuple[float, dict[str, Any]]:

@@ -228,7 +228,8 @@ async def test_the_api_application_gives_coalesced_models_the_request_policy():
     from services.deployments.autoscaling import POLICY
 
     entries = {model.name: model for model in CATALOGUE}
-    assert model_options(entries["embedder"])["autoscaling_config"]["policy"] == POLICY
+    scaling = model_options(entries["embedder"])["autoscaling_config"]
+    assert scaling["policy"] == POLICY and scaling["metrics_interval_s"] < 10 and scaling["max_replicas"] >= 1
     assert "policy" not in model_options(entries["digits"])["autoscaling_config"]  # Serve's default: a call is a request
     off = entries["embedder"].model_copy(update={"coalesce_calls": 0})
     assert "policy" not in model_options(off)["autoscaling_config"]
