@@ -103,6 +103,12 @@ def ensure_admin_key(settings: Settings) -> str | None:
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
+def gradio_temp_dir(settings: Settings) -> Path:
+    """Where Gradio keeps uploads and downloads: under raydio's cache, one per user. Gradio's own default,
+    /tmp/gradio, belongs to whichever user made it first, and another user's uploads then fail (Errno 13)."""
+    return Path(settings.cache_dir) / "gradio"
+
+
 def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None:
     """Start a local Ray cluster (or join ``settings.ray_address``); returns the port of its Prometheus metrics.
 
@@ -115,7 +121,9 @@ def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None
     # no-op overhead ~4.5x against Serve's Python proxy (docs/operations.md). Read by the Serve controller, so it is
     # set before Ray starts the processes that inherit this environment; RAY_SERVE_ENABLE_HA_PROXY=0 turns it off.
     os.environ.setdefault(HA_PROXY_ENV, "1")
-    env = {key: value for key, value in os.environ.items() if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_"))}
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(gradio_temp_dir(settings)))
+    env = {key: value for key, value in os.environ.items()
+           if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_", "GRADIO_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -11,6 +11,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def _gradio_temp_dir() -> str:
+    from services.config import Settings
+    from services.runner import gradio_temp_dir
+
+    return str(gradio_temp_dir(Settings()))
+
+
+os.environ.setdefault("GRADIO_TEMP_DIR", _gradio_temp_dir())  # before anything imports Gradio
+
 # requires_<tool> markers: skip (or, with CI=true, fail) the tests whose system tool is missing.
 pytest_plugins = ("tests.support.tools",)
 
