@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -103,6 +104,18 @@ def ensure_admin_key(settings: Settings) -> str | None:
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
+# Where Ray's HAProxy keeps its config, sockets and state. Ray's default is /tmp/haproxy-serve for everyone: the
+# first user to run it owns that directory and another user's HAProxy cannot start (Errno 13). One per user here,
+# short enough for the Unix socket paths Ray builds under it (it adds the 56-character node id).
+HAPROXY_FILES = {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg", "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+                 "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+                 "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock"}
+
+
+def haproxy_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"raydio-haproxy-{os.getuid()}"
+
+
 def gradio_temp_dir(settings: Settings) -> Path:
     """Where Gradio keeps uploads and downloads: under raydio's cache, one per user. Gradio's own default,
     /tmp/gradio, belongs to whichever user made it first, and another user's uploads then fail (Errno 13)."""
@@ -122,6 +135,8 @@ def start_ray(settings: Settings, metrics_port: int | None = None) -> int | None
     # set before Ray starts the processes that inherit this environment; RAY_SERVE_ENABLE_HA_PROXY=0 turns it off.
     os.environ.setdefault(HA_PROXY_ENV, "1")
     os.environ.setdefault("GRADIO_TEMP_DIR", str(gradio_temp_dir(settings)))
+    for key, name in HAPROXY_FILES.items():
+        os.environ.setdefault(key, str(haproxy_dir() / name))
     env = {key: value for key, value in os.environ.items()
            if key.startswith(("RAYDIO_", "HF_", "OMP_", "OTEL_", "GRADIO_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
