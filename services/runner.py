@@ -36,8 +36,7 @@ def prepare_models(settings: Settings, config: dict[str, Any]) -> None:
                 from services.models import digits
 
                 digits.export_torchscript(path, settings.cache_dir)
-            elif (model.kind == "text-generation" and path.suffix == ".gguf"
-                  and not (sources.converted_dir(path, settings.cache_dir) / "config.json").exists()):
+            elif model.kind == "text-generation" and path.suffix == ".gguf" and not sources.is_converted(path, settings.cache_dir):
                 from services.models import chat
 
                 chat.ensure_converted(path, settings.cache_dir)

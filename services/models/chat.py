@@ -23,7 +23,7 @@ from services.models.generation import (  # noqa: F401 - GenerationParams, Delta
     _find_stop,
     _safe_prefix,
 )
-from services.models.sources import converted_dir
+from services.models.sources import converted_dir, is_converted
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def model_dir(path: Path, cache_dir: Path) -> Path:
 def ensure_converted(gguf_file: Path, cache_dir: Path) -> Path:
     """Convert a GGUF file to a torch checkpoint once; return the cached directory."""
     target = converted_dir(gguf_file, cache_dir)
-    if (target / "config.json").exists():
+    if is_converted(gguf_file, cache_dir):
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

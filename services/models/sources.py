@@ -65,3 +65,8 @@ def resolve(source: str, cache_dir: Path, must_exist: bool = True) -> Path:
 def converted_dir(gguf_file: Path, cache_dir: Path) -> Path:
     """Where a GGUF file's torch checkpoint is cached (``services.models.chat.ensure_converted`` makes it)."""
     return Path(cache_dir) / "converted" / Path(gguf_file).stem.lower()
+
+
+def is_converted(gguf_file: Path, cache_dir: Path) -> bool:
+    """Whether ``converted_dir`` holds the checkpoint (it is renamed into place whole, config.json with it)."""
+    return (converted_dir(gguf_file, cache_dir) / "config.json").exists()
